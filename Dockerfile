@@ -1,0 +1,29 @@
+# healthstream consumer image: `health-consumer run` by default; the same image runs
+# `migrate` and `simulate` (see docker-compose.yml).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Build from a scratch folder and drop it: the image runs the installed package only.
+# confluent-kafka, orjson, psutil ship manylinux wheels, so no compiler is needed.
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY consumer/ consumer/
+COPY schemas/ schemas/
+RUN pip install . \
+    && rm -rf /src \
+    && useradd --system --uid 10001 --user-group --home-dir /app --create-home app
+
+WORKDIR /app
+USER app
+
+# The sidecar (/livez, /readyz, /metrics) must listen on all interfaces in a container.
+ENV HTTP_HOST=0.0.0.0 \
+    HTTP_PORT=8000
+EXPOSE 8000
+
+ENTRYPOINT ["health-consumer"]
+CMD ["run"]
