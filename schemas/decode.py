@@ -1,0 +1,574 @@
+"""Kafka message value (bytes) -> HealthRecords, plus what was wrong with the rest.
+
+Two paths with one meaning. The fast path handles the readings real watches send (exact
+types, values in range) with plain dict look-ups, because pydantic validation plus a
+model-to-record copy costs several times the 12 us per message the throughput target
+leaves. Whenever it is not sure - a numeric string, a float, a duplicate alias, any value
+it would reject - it hands the reading to the pydantic `Reading` model, which is the
+contract and also writes the error messages. `decode_message_reference` runs only the
+model; the unit tests check that both agree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, fields, make_dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from schemas.reading import (
+    ALIASES,
+    ALTITUDE_MAX,
+    AMOUNT_MAX,
+    AMOUNT_MIN,
+    BLOOD_OXYGEN_MAX,
+    CENT,
+    DEVICE_SN_MAX,
+    DEVICE_SN_RE,
+    HEART_RATE_MAX,
+    INT32_MAX,
+    INT64_MAX,
+    INT64_MIN,
+    LATITUDE_MAX,
+    LONGITUDE_MAX,
+    MAX_TIMESTAMP,
+    MICRO,
+    MIN_TIMESTAMP,
+    PRESSURE_MAX,
+    TEMPERATURE_MAX,
+    TEMPERATURE_MIN,
+    UPLOAD_METHODS,
+    Reading,
+    json_kind,
+    normalize_upload_method,
+    quantize,
+    shorten,
+    sleep_field,
+    sleep_hours,
+    slow_field,
+    to_party_id,
+)
+from schemas.record import HealthRecord
+
+__all__ = [
+    "DecodedMessage",
+    "MessageError",
+    "ReadingError",
+    "decode_message",
+    "decode_message_reference",
+    "record_from_reading",
+]
+
+MAX_DETAIL = 500
+
+# (customer_id, org_id, user_id) set on the envelope, for readings that carry none.
+Parties = tuple[int | None, int | None, int | None]
+NO_PARTIES: Parties = (None, None, None)
+_PARTY_NAMES = (("customerId", "customer_id"), ("orgId", "org_id"), ("userId", "user_id"))
+
+
+class MessageError(Exception):
+    """The whole message is unusable (it goes to the dead-letter topic as is)."""
+
+    reason: str  # "invalid_json" | "invalid_envelope" | "too_many_readings" | "empty_envelope"
+    detail: str  # human readable, <= 500 chars, names the field/path
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = _clip(detail)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingError:
+    """One reading of the message is invalid; the others are still stored."""
+
+    index: int  # position of the reading in the envelope (0 for a single reading)
+    reason: str  # "missing_device_sn" | "invalid_timestamp" | "schema_violation"
+    detail: str  # names the field(s) and the problem
+
+
+@dataclass(slots=True)
+class DecodedMessage:
+    records: list[HealthRecord]  # valid readings in envelope order
+    errors: list[ReadingError]  # invalid readings
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------
+# Envelope
+# ---------------------------------------------------------------------------------------
+
+
+def _parties(wrapper: dict[str, Any], outer: Parties, path: str) -> Parties:
+    """Ids given on an envelope level; the nearer level wins over the outer one."""
+    ids = list(outer)
+    for i, names in enumerate(_PARTY_NAMES):
+        for name in names:  # the first name present wins, as in the models
+            if name in wrapper:
+                try:
+                    value = to_party_id(wrapper[name])
+                except PydanticCustomError as exc:
+                    raise MessageError(
+                        "invalid_envelope", f"{path}{name}: {exc.message()}"
+                    ) from None
+                if value is not None:
+                    ids[i] = value
+                break
+    return ids[0], ids[1], ids[2]
+
+
+def _is_relay(data: dict[str, Any]) -> bool:
+    return "data" in data and "deviceSn" not in data and "id" not in data
+
+
+def _split(obj: object, max_readings: int) -> tuple[list[Any], Parties]:
+    """The readings of a message and the ids its envelope(s) give them."""
+    if not isinstance(obj, dict):
+        raise MessageError("invalid_envelope", f"message is a JSON {json_kind(obj)}, not an object")
+    if "data" not in obj:
+        if "deviceSn" in obj or "id" in obj:
+            return [obj], NO_PARTIES  # a bare reading: its ids are its own
+        raise MessageError(
+            "invalid_envelope", "message has neither 'data' nor a top-level 'deviceSn'/'id'"
+        )
+    parties = _parties(obj, NO_PARTIES, "") if len(obj) > 1 else NO_PARTIES
+    data = obj["data"]
+    path = "data"
+    if isinstance(data, dict) and _is_relay(data):
+        parties = _parties(data, parties, "data.")
+        data = data["data"]
+        path = "data.data"
+        if isinstance(data, dict) and _is_relay(data):
+            raise MessageError(
+                "invalid_envelope", "data.data.data: envelopes nest at most one relay deep"
+            )
+    if isinstance(data, dict):
+        return [data], parties
+    if isinstance(data, list):
+        if not data:
+            raise MessageError("empty_envelope", f"{path} is an empty array")
+        if len(data) > max_readings:
+            raise MessageError(
+                "too_many_readings",
+                f"{path} has {len(data)} readings, at most {max_readings} allowed",
+            )
+        return data, parties
+    raise MessageError(
+        "invalid_envelope", f"{path} must be an object or an array (got {json_kind(data)})"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Reference path: the pydantic model
+# ---------------------------------------------------------------------------------------
+
+
+def record_from_reading(reading: Reading, parties: Parties = NO_PARTIES) -> HealthRecord:
+    """The record of a validated reading; envelope ids fill in the ones it lacks."""
+    customer_id, org_id, user_id = parties
+    sleep = None if reading.sleep_data is None else sleep_hours(orjson.loads(reading.sleep_data))
+    return HealthRecord(
+        device_sn=reading.device_sn,
+        timestamp=reading.timestamp,
+        customer_id=customer_id if reading.customer_id is None else reading.customer_id,
+        org_id=org_id if reading.org_id is None else reading.org_id,
+        user_id=user_id if reading.user_id is None else reading.user_id,
+        heart_rate=reading.heart_rate,
+        blood_oxygen=reading.blood_oxygen,
+        temperature=reading.body_temperature,
+        pressure_high=reading.blood_pressure_systolic,
+        pressure_low=reading.blood_pressure_diastolic,
+        stress=reading.stress,
+        step=reading.step,
+        distance=reading.distance,
+        calorie=reading.calorie,
+        latitude=reading.latitude,
+        longitude=reading.longitude,
+        altitude=reading.altitude,
+        sleep=sleep,
+        upload_method=reading.upload_method,
+        sleep_data=reading.sleep_data,
+        exercise_daily_data=reading.exercise_daily_data,
+        exercise_week_data=reading.exercise_week_data,
+        scientific_sleep_data=reading.scientific_sleep_data,
+        workout_data=reading.workout_data,
+    )
+
+
+def _describe(error: ErrorDetails) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    primary = ALIASES.get(loc, loc)
+    name = loc if primary == loc else f"{loc} (alias of {primary})"
+    if error["type"] == "missing":
+        return f"{name}: missing"
+    if "url" not in error:  # our own PydanticCustomError: its message quotes what matters
+        return f"{name}: {error['msg']}"
+    return f"{name}: {error['msg']} (got {shorten(error['input'])})"
+
+
+def _reading_error(index: int, exc: ValidationError) -> ReadingError:
+    errors = exc.errors()  # pydantic's own error types carry a url, ours do not
+    primaries = [ALIASES.get(str(e["loc"][0]) if e["loc"] else "", "") for e in errors]
+    if any(
+        p == "deviceSn" and e["type"] in ("missing", "device_sn_missing")
+        for p, e in zip(primaries, errors, strict=True)
+    ):
+        reason = "missing_device_sn"
+    elif "timestamp" in primaries:
+        reason = "invalid_timestamp"
+    else:
+        reason = "schema_violation"
+    return ReadingError(index, reason, _clip("; ".join(_describe(e) for e in errors)))
+
+
+def _model_record(raw: object, index: int, parties: Parties) -> HealthRecord | ReadingError:
+    if not isinstance(raw, dict):
+        return ReadingError(
+            index, "schema_violation", f"reading is a JSON {json_kind(raw)}, not an object"
+        )
+    try:
+        reading = Reading.model_validate(raw)
+    except ValidationError as exc:
+        return _reading_error(index, exc)
+    return record_from_reading(reading, parties)
+
+
+# ---------------------------------------------------------------------------------------
+# Fast path
+# ---------------------------------------------------------------------------------------
+
+_PRIMARY_NAMES = frozenset(ALIASES.values())
+# What a watch sends in every reading; a reading with only these keys has no ids, slow
+# fields or aliases to look at, which saves a dozen look-ups on the hot path.
+_COMMON_NAMES = frozenset(
+    {
+        "deviceSn", "timestamp", "upload_method", "heart_rate", "blood_oxygen",
+        "blood_pressure_systolic", "blood_pressure_diastolic", "stress", "step",
+        "body_temperature", "distance", "calorie", "latitude", "longitude", "altitude",
+    }
+)  # fmt: skip
+_DECIMAL_TEXT = re.compile(r"-?\d{1,12}(?:\.\d{1,12})?", re.ASCII)
+_CACHE_LIMIT = 4096
+_SN_CACHE_LIMIT = 100_000  # about a fleet; ~10 MB at most
+_fromisoformat = datetime.fromisoformat
+_sn_match = DEVICE_SN_RE.fullmatch
+_SLOW_NULL = ("null", None)
+
+
+class _DecimalField:
+    """Text -> quantized Decimal within [low, high]; None lets the model decide.
+
+    Memoizes the text: a few values ("0.0", "36.5", "0") make up most readings, and
+    Decimal parsing plus rounding would otherwise be the dearest part of a reading.
+    """
+
+    __slots__ = ("cache", "exp", "high", "low")
+
+    def __init__(self, low: Decimal, high: Decimal, exp: Decimal) -> None:
+        self.cache: dict[str, Decimal] = {}
+        self.low = low
+        self.high = high
+        self.exp = exp
+
+    def convert(self, value: object) -> Decimal | None:
+        if type(value) is str:
+            if not _DECIMAL_TEXT.fullmatch(value):
+                return None
+            number = Decimal(value)
+        elif type(value) is int:
+            number = Decimal(value)
+        else:
+            return None
+        if not self.low <= number <= self.high:
+            return None
+        result = quantize(number, self.exp)
+        if type(value) is str and len(self.cache) < _CACHE_LIMIT:
+            self.cache[value] = result
+        return result
+
+
+_TEMPERATURE = _DecimalField(TEMPERATURE_MIN, TEMPERATURE_MAX, CENT)
+_DISTANCE = _DecimalField(AMOUNT_MIN, AMOUNT_MAX, CENT)
+_CALORIE = _DecimalField(AMOUNT_MIN, AMOUNT_MAX, CENT)
+_LATITUDE = _DecimalField(-LATITUDE_MAX, LATITUDE_MAX, MICRO)
+_LONGITUDE = _DecimalField(-LONGITUDE_MAX, LONGITUDE_MAX, MICRO)
+_ALTITUDE = _DecimalField(-ALTITUDE_MAX, ALTITUDE_MAX, CENT)
+# Bound methods, so a cache hit costs one C call and no Python frame.
+_temperature_hit, _temperature = _TEMPERATURE.cache.get, _TEMPERATURE.convert
+_distance_hit, _distance = _DISTANCE.cache.get, _DISTANCE.convert
+_calorie_hit, _calorie = _CALORIE.cache.get, _CALORIE.convert
+_latitude_hit, _latitude = _LATITUDE.cache.get, _LATITUDE.convert
+_longitude_hit, _longitude = _LONGITUDE.cache.get, _LONGITUDE.convert
+_altitude_hit, _altitude = _ALTITUDE.cache.get, _ALTITUDE.convert
+_known_sns: set[str] = set()
+
+
+class _Unsure(Exception):
+    """The fast path defers this reading to the model."""
+
+
+def _party(value: object, default: int | None) -> int | None:
+    if type(value) is int and INT64_MIN <= value <= INT64_MAX:
+        return value
+    try:
+        number = to_party_id(value)
+    except PydanticCustomError:
+        raise _Unsure from None
+    return default if number is None else number
+
+
+def _slow(value: object) -> str | None:
+    try:
+        return slow_field(value)
+    except PydanticCustomError:
+        raise _Unsure from None
+
+
+def _sleep(value: object) -> tuple[str | None, Decimal | None]:
+    try:
+        return sleep_field(value)
+    except PydanticCustomError:
+        raise _Unsure from None
+
+
+def _record_builder() -> Callable[..., HealthRecord]:
+    """A positional HealthRecord constructor about 2.5x faster than the dataclass one.
+
+    A frozen dataclass's __init__ sets each of the 24 fields through object.__setattr__,
+    which alone would take a fifth of the per-message budget. A mutable twin with the
+    same slots is filled with plain attribute stores, then becomes a HealthRecord by
+    __class__ assignment (CPython allows it because the layouts are identical; it raises
+    TypeError otherwise, which the self-check below turns into a fallback).
+    """
+    twin = make_dataclass(
+        "_HealthRecordDraft",
+        [(f.name, f.type) for f in fields(HealthRecord)],
+        slots=True,
+        eq=False,
+        repr=False,
+    )
+
+    def build(*values: Any) -> HealthRecord:
+        record = twin(*values)
+        record.__class__ = HealthRecord
+        return record  # type: ignore[no-any-return]
+
+    def fallback(*values: Any) -> HealthRecord:
+        return HealthRecord(**dict(zip(_FIELD_NAMES, values, strict=True)))
+
+    try:
+        probe = build(*(f"probe-{name}" for name in _FIELD_NAMES))
+    except TypeError:
+        return fallback
+    if probe != fallback(*(f"probe-{name}" for name in _FIELD_NAMES)):
+        return fallback
+    return build
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(HealthRecord))
+_build_record = _record_builder()
+
+
+def _fast_record(raw: dict[str, Any], parties: Parties) -> HealthRecord | None:
+    """The record of a well-formed reading, or None to let the model decide.
+
+    Unrolled on purpose: a loop over a table of fields costs a third more per reading.
+    """
+    common = _COMMON_NAMES.issuperset(raw)
+    if not common and not _PRIMARY_NAMES.issuperset(raw):
+        renamed: dict[str, Any] = {}
+        for key, value in raw.items():
+            primary = ALIASES.get(key)
+            if primary is not None:
+                if primary in renamed:
+                    return None  # sent under two names: the model knows which one wins
+                renamed[primary] = value
+        raw = renamed
+    get = raw.get
+
+    device_sn = get("deviceSn")
+    if type(device_sn) is not str:
+        return None
+    if device_sn not in _known_sns:
+        if len(device_sn) > DEVICE_SN_MAX or not _sn_match(device_sn):
+            return None
+        if len(_known_sns) < _SN_CACHE_LIMIT:
+            _known_sns.add(device_sn)
+    # The separators pin the layout to yyyy-MM-dd HH:mm:ss; fromisoformat checks the
+    # digits. Cheaper than TIMESTAMP_RE, and the unit tests hold the two to agreement.
+    text = get("timestamp")
+    if (
+        type(text) is not str
+        or len(text) != 19
+        or text[10] != " "
+        or text[4] != "-"
+        or text[7] != "-"
+        or text[13] != ":"
+        or text[16] != ":"
+    ):
+        return None
+    try:
+        timestamp = _fromisoformat(text)
+    except ValueError:
+        return None
+    if not MIN_TIMESTAMP <= timestamp < MAX_TIMESTAMP:
+        return None
+
+    heart_rate = get("heart_rate")
+    if heart_rate is not None and (
+        type(heart_rate) is not int or not 0 <= heart_rate <= HEART_RATE_MAX
+    ):
+        return None
+    blood_oxygen = get("blood_oxygen")
+    if blood_oxygen is not None and (
+        type(blood_oxygen) is not int or not 0 <= blood_oxygen <= BLOOD_OXYGEN_MAX
+    ):
+        return None
+    pressure_high = get("blood_pressure_systolic")
+    if pressure_high is not None and (
+        type(pressure_high) is not int or not 0 <= pressure_high <= PRESSURE_MAX
+    ):
+        return None
+    pressure_low = get("blood_pressure_diastolic")
+    if pressure_low is not None and (
+        type(pressure_low) is not int or not 0 <= pressure_low <= PRESSURE_MAX
+    ):
+        return None
+    stress = get("stress")
+    if stress is not None and (type(stress) is not int or not 0 <= stress <= INT32_MAX):
+        return None
+    step = get("step")
+    if step is not None and (type(step) is not int or not 0 <= step <= INT32_MAX):
+        return None
+
+    # Cache hit first (one C call); an unhashable value raises TypeError: not ours.
+    try:
+        temperature = get("body_temperature")
+        if temperature is not None:
+            hit = _temperature_hit(temperature)
+            if hit is None and (hit := _temperature(temperature)) is None:
+                return None
+            temperature = hit
+        distance = get("distance")
+        if distance is not None:
+            hit = _distance_hit(distance)
+            if hit is None and (hit := _distance(distance)) is None:
+                return None
+            distance = hit
+        calorie = get("calorie")
+        if calorie is not None:
+            hit = _calorie_hit(calorie)
+            if hit is None and (hit := _calorie(calorie)) is None:
+                return None
+            calorie = hit
+        latitude = get("latitude")
+        if latitude is not None:
+            hit = _latitude_hit(latitude)
+            if hit is None and (hit := _latitude(latitude)) is None:
+                return None
+            latitude = hit
+        longitude = get("longitude")
+        if longitude is not None:
+            hit = _longitude_hit(longitude)
+            if hit is None and (hit := _longitude(longitude)) is None:
+                return None
+            longitude = hit
+        altitude = get("altitude")
+        if altitude is not None:
+            hit = _altitude_hit(altitude)
+            if hit is None and (hit := _altitude(altitude)) is None:
+                return None
+            altitude = hit
+        method = get("upload_method")
+        if method is not None:
+            known = UPLOAD_METHODS.get(method)
+            if known is None:
+                known = normalize_upload_method(method)
+            method = known
+    except (TypeError, PydanticCustomError):
+        return None
+
+    customer_id, org_id, user_id = parties
+    sleep_text = sleep = daily = week = scientific = workout = None
+    if not common:
+        try:
+            if (value := get("customerId")) is not None:
+                customer_id = _party(value, customer_id)
+            if (value := get("orgId")) is not None:
+                org_id = _party(value, org_id)
+            if (value := get("userId")) is not None:
+                user_id = _party(value, user_id)
+            if (value := get("sleepData")) not in _SLOW_NULL:
+                sleep_text, sleep = _sleep(value)
+            if (value := get("exerciseDailyData")) not in _SLOW_NULL:
+                daily = _slow(value)
+            if (value := get("exerciseWeekData")) not in _SLOW_NULL:
+                week = _slow(value)
+            if (value := get("scientificSleepData")) not in _SLOW_NULL:
+                scientific = _slow(value)
+            if (value := get("workoutData")) not in _SLOW_NULL:
+                workout = _slow(value)
+        except _Unsure:
+            return None
+
+    return _build_record(
+        device_sn, timestamp, customer_id, org_id, user_id, heart_rate, blood_oxygen,
+        temperature, pressure_high, pressure_low, stress, step, distance, calorie, latitude,
+        longitude, altitude, sleep, method, sleep_text, daily, week, scientific, workout,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------
+
+
+def _decode(
+    value: bytes,
+    max_readings: int,
+    fast: Callable[[dict[str, Any], Parties], HealthRecord | None] | None,
+) -> DecodedMessage:
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise MessageError("invalid_json", f"not valid JSON: {exc}") from None
+    readings, parties = _split(obj, max_readings)
+    records: list[HealthRecord] = []
+    errors: list[ReadingError] = []
+    for index, raw in enumerate(readings):
+        record = fast(raw, parties) if fast is not None and type(raw) is dict else None
+        if record is None:
+            outcome = _model_record(raw, index, parties)
+            if isinstance(outcome, ReadingError):
+                errors.append(outcome)
+                continue
+            record = outcome
+        records.append(record)
+    return DecodedMessage(records, errors)
+
+
+def decode_message(value: bytes, *, max_readings: int = 1000) -> DecodedMessage:
+    """Decode one Kafka message value.
+
+    Raises MessageError when the message as a whole is unusable; otherwise each reading is
+    judged on its own, so one bad reading in a cache flush does not drop the others.
+    """
+    return _decode(value, max_readings, _fast_record)
+
+
+def decode_message_reference(value: bytes, *, max_readings: int = 1000) -> DecodedMessage:
+    """`decode_message` through the pydantic models only: same result, several times slower.
+
+    For tests and for debugging a disputed message; production uses `decode_message`.
+    """
+    return _decode(value, max_readings, None)

@@ -1,0 +1,622 @@
+"""Pydantic models of the wire format that watches and gateways send (schema v1).
+
+These models are the contract: the published JSON Schema is exported from them and they
+decide every reading the fast path in `schemas.decode` is not sure about. The coercions
+that pydantic does not do out of the box (ids, deviceSn, timestamp, upload method, the
+JSON-in-a-string slow fields) are plain functions here so the fast path calls the very
+same code and cannot drift from the models.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    RootModel,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "ALIASES",
+    "Envelope",
+    "HealthDataMessage",
+    "Reading",
+    "RelayEnvelope",
+    "normalize_device_sn",
+    "normalize_upload_method",
+    "parse_timestamp",
+    "quantize",
+    "sleep_field",
+    "slow_field",
+    "to_party_id",
+]
+
+# ---------------------------------------------------------------------------------------
+# Limits. Where the contract names none, the bound is the DB column's, so one absurd value
+# is reported as a bad reading instead of failing the whole batch insert.
+# ---------------------------------------------------------------------------------------
+INT32_MAX = 2**31 - 1
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+HEART_RATE_MAX = 300
+BLOOD_OXYGEN_MAX = 100
+PRESSURE_MAX = 300
+TEMPERATURE_MIN = Decimal(0)
+TEMPERATURE_MAX = Decimal(50)
+AMOUNT_MIN = Decimal(0)
+AMOUNT_MAX = Decimal(1_000_000_000)  # distance/calorie: NUMERIC(12,2)
+LATITUDE_MAX = Decimal(90)
+LONGITUDE_MAX = Decimal(180)
+ALTITUDE_MAX = Decimal(10_000_000)  # NUMERIC(10,2)
+SLEEP_HOURS_MAX = Decimal("9999.99")  # NUMERIC(6,2)
+DEVICE_SN_MAX = 64
+UPLOAD_METHOD_MAX = 32
+MIN_TIMESTAMP = datetime(2000, 1, 1)
+MAX_TIMESTAMP = datetime(2101, 1, 1)  # exclusive: year 2100 is the last valid one
+
+CENT = Decimal("0.01")
+MICRO = Decimal("0.000001")
+
+TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
+# Printable ASCII (0x21-0x7E) except the quotes (0x22, 0x27), which break legacy SQL/logs.
+DEVICE_SN_PATTERN = r"^[!#-&(-~]+$"
+
+TIMESTAMP_RE = re.compile(TIMESTAMP_PATTERN, re.ASCII)
+DEVICE_SN_RE = re.compile(DEVICE_SN_PATTERN, re.ASCII)
+_ID_RE = re.compile(r"^[+-]?\d+$", re.ASCII)
+
+UPLOAD_METHODS: dict[str, str] = {
+    "wifi": "wifi",
+    "bluetooth": "bluetooth",
+    "common_event": "common_event",
+    "esim": "esim",
+    "4g": "esim",  # old firmware's name for the eSIM uplink
+}
+
+
+def shorten(value: object, limit: int = 60) -> str:
+    """repr() cut short: error details quote the offending value without flooding logs."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_kind(value: object) -> str:
+    """The JSON type name of a decoded value, for messages a gateway author understands."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+def quantize(value: Decimal, exp: Decimal) -> Decimal:
+    """Round half up (as MySQL does on insert) and drop the sign of zero, so that the
+    record, the row and the Redis string agree."""
+    q = value.quantize(exp, rounding=ROUND_HALF_UP)
+    return q.copy_abs() if not q and q.is_signed() else q
+
+
+# ---------------------------------------------------------------------------------------
+# Shared coercions (used by the models below and directly by the fast path).
+# ---------------------------------------------------------------------------------------
+
+
+def normalize_device_sn(value: object) -> str:
+    """deviceSn as a clean key: Kafka key, Redis key and DB unique key all use it."""
+    if value is None:
+        raise PydanticCustomError("device_sn_missing", "is null")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "device_sn_type",
+            "must be a string (got {kind} {got})",
+            {"kind": json_kind(value), "got": shorten(value)},
+        )
+    sn = value.strip()
+    if not sn:
+        raise PydanticCustomError("device_sn_missing", "is empty")
+    if len(sn) > DEVICE_SN_MAX:
+        raise PydanticCustomError(
+            "device_sn_too_long",
+            "{length} characters, at most {limit} allowed (got {got})",
+            {"length": len(sn), "limit": DEVICE_SN_MAX, "got": shorten(sn)},
+        )
+    if not DEVICE_SN_RE.fullmatch(sn):
+        raise PydanticCustomError(
+            "device_sn_chars",
+            "must be printable ASCII without whitespace or quotes (got {got})",
+            {"got": shorten(sn)},
+        )
+    return sn
+
+
+def parse_timestamp(value: object) -> datetime:
+    """Device-local time exactly as sent. Never defaulted: a reading without a time cannot
+    be ordered or deduplicated, so it is rejected instead."""
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "timestamp_type", "{got} is not a yyyy-MM-dd HH:mm:ss string", {"got": shorten(value)}
+        )
+    if TIMESTAMP_RE.fullmatch(value):
+        try:
+            ts = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if MIN_TIMESTAMP <= ts < MAX_TIMESTAMP:
+                return ts
+            raise PydanticCustomError(
+                "timestamp_range",
+                "{got} is outside 2000-01-01 00:00:00 .. 2100-12-31 23:59:59",
+                {"got": shorten(value)},
+            )
+    raise PydanticCustomError(
+        "timestamp_format", "{got} is not yyyy-MM-dd HH:mm:ss", {"got": shorten(value)}
+    )
+
+
+def to_party_id(value: object) -> int | None:
+    """customer/org/user ids arrive as numbers or numeric strings; blank means unknown."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if not _ID_RE.fullmatch(text):
+            raise PydanticCustomError(
+                "id_parsing", "{got} is not a numeric id", {"got": shorten(value)}
+            )
+        number = int(text)
+    elif isinstance(value, float):
+        if not value.is_integer():
+            raise PydanticCustomError("id_fraction", "{got} is not a whole number", {"got": value})
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise PydanticCustomError(
+            "id_type",
+            "must be a number or numeric string (got {kind} {got})",
+            {"kind": json_kind(value), "got": shorten(value)},
+        )
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise PydanticCustomError("id_range", "{got} does not fit in 64 bits", {"got": number})
+    return number
+
+
+def normalize_upload_method(value: object) -> str | None:
+    """Known uplinks are canonicalized ("4g" is the old name of "esim"); unknown ones are
+    kept, lower-cased and cut to the column width, so a new firmware is never rejected."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "upload_method_type",
+            "must be a string (got {kind} {got})",
+            {"kind": json_kind(value), "got": shorten(value)},
+        )
+    method = value.strip().lower()
+    if not method:
+        return None
+    return UPLOAD_METHODS.get(method, method[:UPLOAD_METHOD_MAX])
+
+
+def _parse_slow(value: object) -> Any:
+    """The JSON value a slow field carries (None for absent/"null"/blank)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise PydanticCustomError(
+                "slow_field_json",
+                "string is not valid JSON ({error}): {got}",
+                {"error": str(exc), "got": shorten(value)},
+            ) from None
+    if isinstance(value, dict | list):
+        # A gateway that already decoded the JSON: accepted, stored re-encoded.
+        return value
+    raise PydanticCustomError(
+        "slow_field_type",
+        "must be a JSON-encoded string, object or array (got {kind} {got})",
+        {"kind": json_kind(value), "got": shorten(value)},
+    )
+
+
+def slow_field(value: object) -> str | None:
+    """A slow field as compact JSON text, the form the JSON columns and replays expect."""
+    parsed = _parse_slow(value)
+    return None if parsed is None else orjson.dumps(parsed).decode()
+
+
+def _timestamp_ms(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+def sleep_hours(parsed: object) -> Decimal | None:
+    """Hours slept: the sum of the sleepData intervals (ms), 2 dp. Intervals without two
+    millisecond timestamps, or ending before they start, are skipped."""
+    if not isinstance(parsed, dict):
+        return None
+    intervals = parsed.get("data")
+    if not isinstance(intervals, list):
+        return None
+    total_ms = 0
+    for interval in intervals:
+        if isinstance(interval, dict):
+            start = _timestamp_ms(interval.get("startTimeStamp"))
+            end = _timestamp_ms(interval.get("endTimeStamp"))
+            if start is not None and end is not None and end > start:
+                total_ms += end - start
+    return quantize(Decimal(total_ms) / 3_600_000, CENT)
+
+
+def sleep_field(value: object) -> tuple[str | None, Decimal | None]:
+    """sleepData as compact JSON text plus the hours it adds up to."""
+    parsed = _parse_slow(value)
+    if parsed is None:
+        return None, None
+    hours = sleep_hours(parsed)
+    if hours is not None and hours > SLEEP_HOURS_MAX:
+        raise PydanticCustomError(
+            "sleep_range",
+            "intervals add up to {hours} h, more than {limit} h",
+            {"hours": str(hours), "limit": str(SLEEP_HOURS_MAX)},
+        )
+    return orjson.dumps(parsed).decode(), hours
+
+
+# ---------------------------------------------------------------------------------------
+# Field types.
+# ---------------------------------------------------------------------------------------
+
+
+def _int_input(value: object) -> object:
+    # pydantic's lax int would take True as 1; a blank string means "not sent".
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "int_type", "Input should be a valid integer (got {got})", {"got": shorten(value)}
+        )
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _decimal_input(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _cents(value: Decimal | None) -> Decimal | None:
+    return None if value is None else quantize(value, CENT)
+
+
+def _micros(value: Decimal | None) -> Decimal | None:
+    return None if value is None else quantize(value, MICRO)
+
+
+HeartRate = Annotated[
+    Annotated[int, Field(ge=0, le=HEART_RATE_MAX)] | None, BeforeValidator(_int_input)
+]
+BloodOxygen = Annotated[
+    Annotated[int, Field(ge=0, le=BLOOD_OXYGEN_MAX)] | None, BeforeValidator(_int_input)
+]
+Pressure = Annotated[
+    Annotated[int, Field(ge=0, le=PRESSURE_MAX)] | None, BeforeValidator(_int_input)
+]
+Count = Annotated[Annotated[int, Field(ge=0, le=INT32_MAX)] | None, BeforeValidator(_int_input)]
+Temperature = Annotated[
+    Annotated[Decimal, Field(ge=TEMPERATURE_MIN, le=TEMPERATURE_MAX)] | None,
+    BeforeValidator(_decimal_input),
+    AfterValidator(_cents),
+]
+Amount = Annotated[
+    Annotated[Decimal, Field(ge=AMOUNT_MIN, le=AMOUNT_MAX)] | None,
+    BeforeValidator(_decimal_input),
+    AfterValidator(_cents),
+]
+Latitude = Annotated[
+    Annotated[Decimal, Field(ge=-LATITUDE_MAX, le=LATITUDE_MAX)] | None,
+    BeforeValidator(_decimal_input),
+    AfterValidator(_micros),
+]
+Longitude = Annotated[
+    Annotated[Decimal, Field(ge=-LONGITUDE_MAX, le=LONGITUDE_MAX)] | None,
+    BeforeValidator(_decimal_input),
+    AfterValidator(_micros),
+]
+Altitude = Annotated[
+    Annotated[Decimal, Field(ge=-ALTITUDE_MAX, le=ALTITUDE_MAX)] | None,
+    BeforeValidator(_decimal_input),
+    AfterValidator(_cents),
+]
+DeviceSn = Annotated[
+    str,
+    PlainValidator(normalize_device_sn),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": DEVICE_SN_MAX,
+                    "pattern": DEVICE_SN_PATTERN,
+                },
+                {"type": "integer"},
+            ]
+        }
+    ),
+]
+Timestamp = Annotated[
+    datetime,
+    PlainValidator(parse_timestamp),
+    WithJsonSchema(
+        {"type": "string", "pattern": TIMESTAMP_PATTERN, "examples": ["2025-05-31 21:18:24"]}
+    ),
+]
+PartyId = Annotated[
+    int | None,
+    PlainValidator(to_party_id),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+                {"type": "string", "pattern": r"^\s*([+-]?\d+)?\s*$"},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
+UploadMethod = Annotated[
+    str | None,
+    PlainValidator(normalize_upload_method),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "examples": ["wifi", "bluetooth", "common_event", "4g", "esim"]},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
+_SLOW_SCHEMA = WithJsonSchema(
+    {"anyOf": [{"type": "string"}, {"type": "object"}, {"type": "array"}, {"type": "null"}]}
+)
+SlowField = Annotated[str | None, PlainValidator(slow_field), _SLOW_SCHEMA]
+
+
+def _sleep_text(value: object) -> str | None:
+    return sleep_field(value)[0]
+
+
+SleepField = Annotated[str | None, PlainValidator(_sleep_text), _SLOW_SCHEMA]
+
+
+def _field(*names: str, description: str, required: bool = False) -> Any:
+    """A field read from any of `names` (the first one present wins)."""
+    return Field(
+        ... if required else None,
+        validation_alias=AliasChoices(*names),
+        description=description,
+    )
+
+
+def _document_aliases(schema: dict[str, Any], model: type[Any]) -> None:
+    """List every accepted alias as its own property: pydantic's schema only shows the
+    first name of an AliasChoices, and gateway authors validate against this file."""
+    properties: dict[str, Any] = schema.get("properties", {})
+    required: list[str] = schema.pop("required", [])
+    documented: dict[str, Any] = {}
+    alternatives: list[dict[str, Any]] = []
+    still_required: list[str] = []
+    for name, info in model.model_fields.items():
+        alias = info.validation_alias
+        names = (
+            [c for c in alias.choices if isinstance(c, str)]
+            if isinstance(alias, AliasChoices)
+            else [name]
+        )
+        primary = names[0]
+        documented[primary] = {**properties[primary], "title": primary}
+        for other in names[1:]:
+            twin = copy.deepcopy(properties[primary])
+            twin["title"] = other
+            twin["description"] = f"Alias of `{primary}`."
+            documented[other] = twin
+        if primary in required:
+            if len(names) == 1:
+                still_required.append(primary)
+            else:
+                alternatives.append({"anyOf": [{"required": [n]} for n in names]})
+    schema["properties"] = documented
+    if still_required:
+        schema["required"] = still_required
+    if alternatives:
+        schema["allOf"] = alternatives
+
+
+_NOT_MEASURED = " 0 means not measured."
+
+
+class Reading(BaseModel):
+    """One reading of one watch. Unknown fields are ignored; when a field is sent under
+    several of its names, the first name listed in this schema wins."""
+
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, title="Reading", json_schema_extra=_document_aliases
+    )
+
+    device_sn: DeviceSn = _field(
+        "deviceSn",
+        "id",
+        required=True,
+        description="Device serial number (also the Kafka key). Numbers are taken as text; "
+        "surrounding whitespace is stripped.",
+    )
+    heart_rate: HeartRate = _field(
+        "heart_rate",
+        "heartRate",
+        "xlv",
+        description="Heart rate, bpm (0..300)." + _NOT_MEASURED,
+    )
+    blood_oxygen: BloodOxygen = _field(
+        "blood_oxygen", "bloodOxygen", "xy", description="SpO2, % (0..100)." + _NOT_MEASURED
+    )
+    body_temperature: Temperature = _field(
+        "body_temperature",
+        "temperature",
+        "tw",
+        description='Body temperature, degrees C, sent as "%.1f" text (0..50).' + _NOT_MEASURED,
+    )
+    blood_pressure_systolic: Pressure = _field(
+        "blood_pressure_systolic",
+        "pressureHigh",
+        "gxy",
+        description="Systolic pressure, mmHg (0..300)." + _NOT_MEASURED,
+    )
+    blood_pressure_diastolic: Pressure = _field(
+        "blood_pressure_diastolic",
+        "pressureLow",
+        "dxy",
+        description="Diastolic pressure, mmHg (0..300)." + _NOT_MEASURED,
+    )
+    step: Count = _field("step", "bs", description="Steps today.")
+    distance: Amount = _field("distance", "jl", description='Distance today, sent as "%.1f" text.')
+    calorie: Amount = _field("calorie", "rl", description='Calories today, sent as "%.1f" text.')
+    stress: Count = _field("stress", "yl", description="Stress index." + _NOT_MEASURED)
+    latitude: Latitude = _field(
+        "latitude", "wd", description='Latitude, degrees, as text ("0" when unknown).'
+    )
+    longitude: Longitude = _field(
+        "longitude", "jd", description='Longitude, degrees, as text ("0" when unknown).'
+    )
+    altitude: Altitude = _field(
+        "altitude", "hb", description='Altitude, metres, as text ("0" when unknown).'
+    )
+    upload_method: UploadMethod = _field(
+        "upload_method",
+        "uploadMethod",
+        description='Uplink: wifi, bluetooth, common_event, esim ("4g" is read as esim). '
+        "Other values are kept lower-cased, cut to 32 characters.",
+    )
+    timestamp: Timestamp = _field(
+        "timestamp",
+        "cjsj",
+        required=True,
+        description="Measurement time, device local time, yyyy-MM-dd HH:mm:ss, years 2000..2100.",
+    )
+    customer_id: PartyId = _field(
+        "customerId",
+        "customer_id",
+        description="Customer id; overrides the envelope's. Blank means unknown.",
+    )
+    org_id: PartyId = _field(
+        "orgId", "org_id", description="Organisation id; overrides the envelope's."
+    )
+    user_id: PartyId = _field("userId", "user_id", description="User id; overrides the envelope's.")
+    sleep_data: SleepField = _field(
+        "sleepData",
+        "smData",
+        description='JSON-encoded sleep history ("null" when none); its data[] intervals '
+        "(startTimeStamp/endTimeStamp, ms) give the sleep hours.",
+    )
+    exercise_daily_data: SlowField = _field(
+        "exerciseDailyData", "ydData", description="JSON-encoded daily exercise summary."
+    )
+    exercise_week_data: SlowField = _field(
+        "exerciseWeekData",
+        "exerciseDailyWeekData",
+        "ydWeekData",
+        description="JSON-encoded weekly exercise summary.",
+    )
+    scientific_sleep_data: SlowField = _field(
+        "scientificSleepData", "kxsmData", description="JSON-encoded scientific sleep analysis."
+    )
+    workout_data: SlowField = _field("workoutData", description="JSON-encoded workout records.")
+
+
+_PARTY_NOTE = " Applies to every reading that does not carry its own."
+
+
+class RelayEnvelope(BaseModel):
+    """What a Bluetooth relay wraps a watch's envelope in: `{"data": {"data": ...}}`."""
+
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, title="RelayEnvelope", json_schema_extra=_document_aliases
+    )
+
+    data: Reading | Annotated[list[Reading], Field(min_length=1)] = Field(
+        description="One reading, or a non-empty array of readings."
+    )
+    customer_id: PartyId = _field(
+        "customerId", "customer_id", description="Customer id." + _PARTY_NOTE
+    )
+    org_id: PartyId = _field("orgId", "org_id", description="Organisation id." + _PARTY_NOTE)
+    user_id: PartyId = _field("userId", "user_id", description="User id." + _PARTY_NOTE)
+
+
+class Envelope(BaseModel):
+    """`{"data": reading}`, `{"data": [readings]}` (a watch flushing its cache) or a relay's
+    `{"data": {"data": ...}}`."""
+
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, title="Envelope", json_schema_extra=_document_aliases
+    )
+
+    data: Reading | Annotated[list[Reading], Field(min_length=1)] | RelayEnvelope = Field(
+        description="One reading, a non-empty array of readings (at most 1000 by default), "
+        "or a relay envelope."
+    )
+    customer_id: PartyId = _field(
+        "customerId", "customer_id", description="Customer id." + _PARTY_NOTE
+    )
+    org_id: PartyId = _field("orgId", "org_id", description="Organisation id." + _PARTY_NOTE)
+    user_id: PartyId = _field("userId", "user_id", description="User id." + _PARTY_NOTE)
+
+
+class HealthDataMessage(RootModel[Envelope | Reading]):
+    """A Kafka message value on the health-data topic (UTF-8 JSON), keyed by deviceSn: an
+    envelope, or a bare reading (deviceSn/id at top level and no "data")."""
+
+    model_config = ConfigDict(title="HealthDataMessage")
+
+
+def _aliases() -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    for info in Reading.model_fields.values():
+        if isinstance(info.validation_alias, AliasChoices):
+            names = [n for n in info.validation_alias.choices if isinstance(n, str)]
+            aliases.update(dict.fromkeys(names, names[0]))
+    return aliases
+
+
+# Every accepted wire name of a reading field -> its primary name (the first alias).
+ALIASES: dict[str, str] = _aliases()
