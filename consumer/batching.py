@@ -1,0 +1,87 @@
+"""What a partition worker holds between flushes, and when it must flush (pure logic).
+
+A batch is a contiguous run of one partition's offsets, so committing `next_offset`
+after the batch is durable covers exactly the messages in it and nothing beyond.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas.record import HealthRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Why a message (or some of its readings) cannot be stored."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class PendingMessage:
+    """One consumed Kafka message and what decoding made of it."""
+
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    records: list[HealthRecord]
+    dead_letter: DeadLetter | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """Messages of one partition, in offset order, awaiting one flush."""
+
+    partition: int
+    opened_at: float = 0.0
+    messages: list[PendingMessage] = field(default_factory=list)
+    record_count: int = 0
+
+    def add(self, message: PendingMessage, now: float) -> None:
+        if self.messages and message.offset <= self.messages[-1].offset:
+            raise ValueError(
+                f"offsets must increase within partition {self.partition}: "
+                f"{message.offset} after {self.messages[-1].offset}"
+            )
+        if not self.messages:
+            self.opened_at = now
+        self.messages.append(message)
+        self.record_count += len(message.records)
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    @property
+    def next_offset(self) -> int:
+        """The offset to commit once this batch is durable."""
+        if not self.messages:
+            raise ValueError("an empty batch has no offset to commit")
+        return self.messages[-1].offset + 1
+
+    def records(self) -> list[HealthRecord]:
+        return [r for m in self.messages for r in m.records]
+
+    def dead_letters(self) -> list[PendingMessage]:
+        return [m for m in self.messages if m.dead_letter is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """Flush on size or on the age of the oldest message, whichever comes first."""
+
+    max_records: int
+    max_wait_s: float
+
+    def should_flush(self, batch: Batch, now: float) -> bool:
+        if not batch.messages:
+            return False
+        return batch.record_count >= self.max_records or now - batch.opened_at >= self.max_wait_s
+
+    def seconds_until_due(self, batch: Batch, now: float) -> float | None:
+        """How long the worker may sleep before the age limit forces a flush."""
+        if not batch.messages:
+            return None
+        return max(0.0, batch.opened_at + self.max_wait_s - now)

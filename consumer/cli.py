@@ -1,0 +1,103 @@
+"""`health-consumer run | migrate | simulate`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+
+from consumer import __version__, logs
+from consumer.settings import ConfigError, load_settings
+
+log = logging.getLogger("consumer")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="health-consumer", description="healthstream: wearable telemetry from Kafka to MySQL"
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run one replica of the consumer group (env configures it)")
+    sub.add_parser("migrate", help="apply the Alembic migrations to DATABASE_URL")
+    sim = sub.add_parser("simulate", help="publish realistic readings like gateways do")
+    sim.add_argument("--devices", type=int, default=100)
+    sim.add_argument("--rate", type=float, default=1000.0, help="messages/s; 0 = unlimited")
+    sim.add_argument("--duration", type=float, default=None, help="seconds to run")
+    sim.add_argument("--messages", type=int, default=None, help="stop after this many messages")
+    sim.add_argument("--partitions", type=int, default=12, help="when creating the topic")
+    sim.add_argument("--array-ratio", type=float, default=0.1)
+    sim.add_argument("--slow-field-ratio", type=float, default=0.05)
+    sim.add_argument("--invalid-ratio", type=float, default=0.0)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--topic", default=None, help="default: KAFKA_TOPIC")
+    sim.add_argument("--start", default=None, help="first reading time, yyyy-MM-dd HH:mm:ss")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument("--summary-json", default=None, help="also write the summary here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"health-consumer: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+
+    if args.command == "migrate":
+        from consumer.db.migrate import upgrade_to_head
+
+        head = upgrade_to_head(settings.database_url.get_secret_value())
+        print(f"database at revision {head}")
+        return 0
+
+    if args.command == "run":
+        from consumer.db.migrate import SchemaNotReady
+        from consumer.service import run
+
+        try:
+            run(settings)
+        except SchemaNotReady as exc:
+            print(f"health-consumer: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    from consumer.simulate import DEFAULT_START, ReadingGenerator, simulate
+
+    if args.duration is None and args.messages is None:
+        print("health-consumer simulate: give --duration or --messages", file=sys.stderr)
+        return 2
+    start = dt.datetime.strptime(args.start, "%Y-%m-%d %H:%M:%S") if args.start else DEFAULT_START
+    generator = ReadingGenerator(
+        devices=args.devices,
+        seed=args.seed,
+        array_ratio=args.array_ratio,
+        slow_field_ratio=args.slow_field_ratio,
+        invalid_ratio=args.invalid_ratio,
+        start=start,
+    )
+    summary = simulate(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=args.topic or settings.kafka_topic,
+        generator=generator,
+        rate=args.rate,
+        duration_s=args.duration,
+        max_messages=args.messages,
+        partitions=args.partitions,
+        progress=not args.quiet,
+        client_props=settings.kafka_client,
+    )
+    text = json.dumps(summary.as_dict(), indent=2)
+    print(text)
+    if args.summary_json:
+        with open(args.summary_json, "w") as fh:
+            fh.write(text + "\n")
+    return 0 if summary.delivery_errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Table definitions with the legacy column names, so existing dashboards read them unchanged.
+
+The Alembic migrations are the source of truth for the live schema; these Core tables
+mirror them for queries and for the migration drift test.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.mysql import DATETIME
+
+metadata = MetaData()
+
+NOW3 = text("CURRENT_TIMESTAMP(3)")
+
+health_data = Table(
+    "t_user_health_data",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("device_sn", String(64), nullable=False),
+    Column("user_id", BigInteger),
+    Column("org_id", BigInteger),
+    Column("customer_id", BigInteger),
+    Column("heart_rate", Integer),
+    Column("pressure_high", Integer),
+    Column("pressure_low", Integer),
+    Column("blood_oxygen", Integer),
+    Column("stress", Integer),
+    Column("step", Integer),
+    Column("temperature", Numeric(5, 2)),
+    Column("latitude", Numeric(10, 6)),
+    Column("longitude", Numeric(10, 6)),
+    Column("altitude", Numeric(10, 2)),
+    Column("distance", Numeric(12, 2)),
+    Column("calorie", Numeric(12, 2)),
+    Column("sleep", Numeric(6, 2)),
+    Column("timestamp", DateTime, nullable=False),
+    Column("upload_method", String(32)),
+    # When the row was written: lets operators and benchmarks measure ingest latency in SQL.
+    Column("create_time", DATETIME(fsp=3), nullable=False, server_default=NOW3),
+    UniqueConstraint("device_sn", "timestamp", name="uk_health_device_ts"),
+    Index("idx_health_customer_ts", "customer_id", "timestamp"),
+    Index("idx_health_ts", "timestamp"),
+)
+
+health_data_daily = Table(
+    "t_user_health_data_daily",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("device_sn", String(64), nullable=False),
+    Column("customer_id", BigInteger),
+    Column("org_id", BigInteger),
+    Column("user_id", BigInteger),
+    Column("date", Date, nullable=False),
+    Column("sleep_data", JSON),
+    Column("exercise_daily_data", JSON),
+    Column("workout_data", JSON),
+    Column("scientific_sleep_data", JSON),
+    # Reading time of the newest data merged in: a replay of older data only fills gaps.
+    Column("data_timestamp", DateTime, nullable=False),
+    Column("create_time", DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    Column("update_time", DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    UniqueConstraint("device_sn", "date", name="uk_daily_device_date"),
+    Index("idx_daily_customer_date", "customer_id", "date"),
+)
+
+health_data_weekly = Table(
+    "t_user_health_data_weekly",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("device_sn", String(64), nullable=False),
+    Column("customer_id", BigInteger),
+    Column("org_id", BigInteger),
+    Column("user_id", BigInteger),
+    Column("week_start", Date, nullable=False),
+    Column("exercise_week_data", JSON),
+    Column("data_timestamp", DateTime, nullable=False),
+    Column("create_time", DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    Column("update_time", DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    UniqueConstraint("device_sn", "week_start", name="uk_weekly_device_week"),
+    Index("idx_weekly_customer_week", "customer_id", "week_start"),
+)
+
+alert_rules = Table(
+    "t_alert_rules",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("rule_type", String(64), nullable=False),
+    Column("physical_sign", String(64), nullable=False),
+    Column("threshold_min", Numeric(10, 2)),
+    Column("threshold_max", Numeric(10, 2)),
+    Column("trend_duration", Integer, nullable=False, server_default=text("1")),
+    Column("severity_level", String(16), nullable=False, server_default=text("'warning'")),
+    Column("alert_message", String(255)),
+    Column("customer_id", BigInteger, nullable=False, server_default=text("0")),
+    Column("is_enabled", SmallInteger, nullable=False, server_default=text("1")),
+    Column("create_time", DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    Column("update_time", DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    Index("idx_rules_enabled_customer", "is_enabled", "customer_id"),
+)
+
+alert_info = Table(
+    "t_alert_info",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("rule_id", BigInteger, nullable=False),
+    Column("alert_type", String(64), nullable=False),
+    Column("device_sn", String(64), nullable=False),
+    Column("alert_timestamp", DateTime, nullable=False),
+    Column("alert_desc", String(512)),
+    Column("severity_level", String(16), nullable=False),
+    Column("alert_status", String(16), nullable=False, server_default=text("'pending'")),
+    Column("health_id", BigInteger),
+    Column("customer_id", BigInteger),
+    Column("org_id", BigInteger),
+    Column("user_id", BigInteger),
+    Column("create_time", DATETIME(fsp=3), nullable=False, server_default=NOW3),
+    UniqueConstraint("device_sn", "rule_id", "alert_timestamp", name="uk_alert_device_rule_ts"),
+    Index("idx_alert_status_time", "alert_status", "create_time"),
+    Index("idx_alert_customer_status", "customer_id", "alert_status"),
+)

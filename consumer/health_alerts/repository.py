@@ -1,0 +1,91 @@
+"""Enabled alert rules from `t_alert_rules`, cached and refreshed in the background of flushes.
+
+Workers ask for rules on every flush; the DB is read at most once per refresh interval
+for the whole replica. A failed refresh keeps the last good rules (a DB blip must not
+silence every alert) and is retried at the next interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+from sqlalchemy import Engine, select
+
+from consumer.db.tables import alert_rules
+from consumer.health_alerts.rules import SIGN_FIELDS, AlertRule
+
+log = logging.getLogger(__name__)
+
+
+class RuleCache:
+    def __init__(
+        self,
+        engine: Engine,
+        refresh_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._rules: list[AlertRule] = []
+        self._loaded_at: float | None = None
+
+    def rules(self) -> list[AlertRule]:
+        now = self._clock()
+        if self._loaded_at is not None and now - self._loaded_at < self._refresh_s:
+            return self._rules
+        # Only one worker refreshes; the others keep using the current list meanwhile.
+        if self._lock.acquire(blocking=self._loaded_at is None):
+            try:
+                if self._loaded_at is None or now - self._loaded_at >= self._refresh_s:
+                    self._refresh(now)
+            finally:
+                self._lock.release()
+        return self._rules
+
+    def invalidate(self) -> None:
+        """Force a reload on next use (tests and admin tooling change rules)."""
+        self._loaded_at = -1e18
+
+    def _refresh(self, now: float) -> None:
+        try:
+            self._rules = load_rules(self._engine)
+        except Exception as exc:  # keep the last good rules
+            log.warning("alert rule refresh failed, keeping %d rules: %s", len(self._rules), exc)
+        self._loaded_at = now
+
+
+def load_rules(engine: Engine) -> list[AlertRule]:
+    query = select(alert_rules).where(alert_rules.c.is_enabled == 1).order_by(alert_rules.c.id)
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    rules = []
+    for row in rows:
+        if row["physical_sign"] not in SIGN_FIELDS:
+            log.warning(
+                "alert rule %s has unknown physical_sign %r", row["id"], row["physical_sign"]
+            )
+            continue
+        rules.append(
+            AlertRule(
+                id=int(row["id"]),
+                rule_type=row["rule_type"],
+                physical_sign=row["physical_sign"],
+                threshold_min=_dec(row["threshold_min"]),
+                threshold_max=_dec(row["threshold_max"]),
+                trend_duration=max(1, int(row["trend_duration"] or 1)),
+                severity_level=row["severity_level"],
+                alert_message=row["alert_message"],
+                customer_id=int(row["customer_id"] or 0),
+            )
+        )
+    return rules
+
+
+def _dec(value: object) -> Decimal | None:
+    return None if value is None else Decimal(str(value))

@@ -1,0 +1,129 @@
+"""Health-alert rule evaluation (pure: no I/O, so it is unit-tested without services).
+
+A rule fires when a device has produced `trend_duration` consecutive violating readings;
+it fires once per run. A reading that did not measure the sign (0 or absent) neither
+violates nor breaks the run. The legacy system's heart-rate, SpO2 and trend rules never
+fired; `evaluate` is the single place that decides, so tests pin it down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from schemas.record import HealthRecord
+
+# physical_sign -> record attributes it reads ("bloodPressure" means either pressure).
+SIGN_FIELDS: dict[str, tuple[str, ...]] = {
+    "heart_rate": ("heart_rate",),
+    "heartRate": ("heart_rate",),
+    "blood_oxygen": ("blood_oxygen",),
+    "bloodOxygen": ("blood_oxygen",),
+    "temperature": ("temperature",),
+    "body_temperature": ("temperature",),
+    "pressure_high": ("pressure_high",),
+    "pressure_low": ("pressure_low",),
+    "bloodPressure": ("pressure_high", "pressure_low"),
+    "blood_pressure": ("pressure_high", "pressure_low"),
+    "stress": ("stress",),
+    "step": ("step",),
+    "calorie": ("calorie",),
+    "distance": ("distance",),
+    "sleep": ("sleep",),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    id: int
+    rule_type: str
+    physical_sign: str
+    threshold_min: Decimal | None
+    threshold_max: Decimal | None
+    trend_duration: int
+    severity_level: str
+    alert_message: str | None
+    customer_id: int
+
+    def applies_to(self, record: HealthRecord) -> bool:
+        return self.customer_id == 0 or self.customer_id == record.customer_id
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One firing, keyed (device_sn, rule_id, timestamp) so a replay maps to the same row."""
+
+    rule: AlertRule
+    record: HealthRecord
+    value: Decimal | int
+    field: str
+
+    @property
+    def description(self) -> str:
+        bounds = f"[{_fmt(self.rule.threshold_min)}, {_fmt(self.rule.threshold_max)}]"
+        runs = self.rule.trend_duration
+        base = self.rule.alert_message or f"{self.rule.physical_sign} out of range"
+        return (
+            f"{base}: {self.field}={self.value} outside {bounds} "
+            f"for {runs} consecutive reading{'s' if runs != 1 else ''}"
+        )
+
+
+def _fmt(bound: Decimal | None) -> str:
+    return "-inf" if bound is None else str(bound)
+
+
+def measured_values(rule: AlertRule, record: HealthRecord) -> list[tuple[str, Decimal | int]]:
+    """The values of the rule's sign that this reading actually measured."""
+    out: list[tuple[str, Decimal | int]] = []
+    for name in SIGN_FIELDS.get(rule.physical_sign, ()):
+        value = getattr(record, name)
+        if value is not None and value != 0:
+            out.append((name, value))
+    return out
+
+
+def first_violation(
+    rule: AlertRule, values: list[tuple[str, Decimal | int]]
+) -> tuple[str, Decimal | int] | None:
+    """The first measured value outside the rule's bounds (a missing bound is open)."""
+    for name, value in values:
+        if rule.threshold_min is not None and value < rule.threshold_min:
+            return name, value
+        if rule.threshold_max is not None and value > rule.threshold_max:
+            return name, value
+    return None
+
+
+# (device_sn, rule_id) -> length of the current run of consecutive violations.
+TrendState = dict[tuple[str, int], int]
+
+
+def evaluate(
+    rules: list[AlertRule], records: list[HealthRecord], state: TrendState
+) -> tuple[list[Alert], TrendState]:
+    """Alerts fired by `records` (in arrival order) and the state after them.
+
+    `state` is not modified, so a flush that fails can be retried from the same state.
+    """
+    new_state = dict(state)
+    alerts: list[Alert] = []
+    if not rules:
+        return alerts, new_state
+    for record in records:
+        for rule in rules:
+            if not rule.applies_to(record):
+                continue
+            values = measured_values(rule, record)
+            if not values:
+                continue
+            key = (record.device_sn, rule.id)
+            bad = first_violation(rule, values)
+            if bad is None:
+                new_state.pop(key, None)
+                continue
+            run = new_state.get(key, 0) + 1
+            new_state[key] = run
+            if run == max(1, rule.trend_duration):
+                alerts.append(Alert(rule=rule, record=record, field=bad[0], value=bad[1]))
+    return alerts, new_state

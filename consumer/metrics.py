@@ -1,0 +1,113 @@
+"""Prometheus metrics of the data path (prefix `health_consumer_`, base units, bounded labels).
+
+Updated per batch, never per message, so the hot path pays a few lock acquisitions per
+flush. Gauges that describe current state (lag, queue depth) are computed at scrape time
+by the sidecar's collector instead of being pushed from the workers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+if TYPE_CHECKING:
+    from consumer.flush import FlushReport as FlushReportLike
+
+LATENCY_BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1800.0,
+)  # fmt: skip
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class Metrics:
+    """All counters and histograms of one replica, on its own registry (tests make many)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        p = "health_consumer_"
+        self.messages_consumed = Counter(
+            p + "messages_consumed", "Kafka messages consumed", registry=r
+        )
+        self.records_consumed = Counter(
+            p + "records_consumed", "Valid readings decoded from messages", registry=r
+        )
+        self.unkeyed_messages = Counter(
+            p + "unkeyed_messages", "Messages without key accepted (one device)", registry=r
+        )
+        self.records_written = Counter(
+            p + "records_written", "Records written, by sink", ["sink"], registry=r
+        )
+        self.records_duplicate = Counter(
+            p + "records_duplicate", "Records already present in the DB", registry=r
+        )
+        self.records_failed = Counter(
+            p + "records_failed", "Records that failed, by stage", ["stage"], registry=r
+        )
+        self.dead_letters = Counter(
+            p + "dead_letters", "Messages sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.alerts_fired = Counter(
+            p + "health_alerts_fired", "Health alerts stored", ["rule_type"], registry=r
+        )
+        self.rebalances = Counter(p + "rebalances", "Rebalance events", ["event"], registry=r)
+        self.commits = Counter(p + "commits", "Offset commits", ["result"], registry=r)
+        self.db_retries = Counter(
+            p + "db_retries", "DB write attempts retried after an error", registry=r
+        )
+        self.redis_errors = Counter(
+            p + "redis_errors", "Batches whose Redis update was skipped", registry=r
+        )
+        self.pauses = Counter(
+            p + "partition_pauses", "Partitions paused for backpressure", registry=r
+        )
+        self.batch_size = Histogram(
+            p + "batch_size_records",
+            "Records per flushed batch",
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
+        self.flush_duration = Histogram(
+            p + "flush_duration_seconds",
+            "Flush time by stage",
+            ["stage"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.e2e_latency = Histogram(
+            p + "end_to_end_latency_seconds",
+            "Kafka message CreateTime to DB commit",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+
+def observe_flush(metrics: Metrics, report: FlushReportLike, timestamps_ms: list[int]) -> None:
+    """Record one flush: sizes, stage durations, outcomes, and per-message e2e latency."""
+    metrics.batch_size.observe(report.records)
+    metrics.flush_duration.labels("db").observe(report.db_seconds)
+    metrics.flush_duration.labels("redis").observe(report.redis_seconds)
+    metrics.flush_duration.labels("alerts").observe(report.alert_seconds)
+    metrics.flush_duration.labels("total").observe(report.total_seconds)
+    metrics.records_written.labels("mysql").inc(report.inserted)
+    if report.duplicates:
+        metrics.records_duplicate.inc(report.duplicates)
+    if report.rejected_rows:
+        metrics.records_failed.labels("db").inc(report.rejected_rows)
+    if report.redis_skipped:
+        metrics.redis_errors.inc()
+    else:
+        metrics.records_written.labels("redis").inc(report.records - report.rejected_rows)
+    for alert in report.alerts:
+        metrics.alerts_fired.labels(alert.rule.rule_type).inc()
+    now_ms = time.time() * 1000.0
+    observe = metrics.e2e_latency.observe
+    for ts in timestamps_ms:
+        if ts > 0:
+            observe(max(0.0, (now_ms - ts) / 1000.0))

@@ -1,0 +1,116 @@
+"""One typed settings object, read from the environment (and an optional `.env`).
+
+Validated once at start-up so a bad deployment fails fast with the variable's name,
+instead of failing later on the hot path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KAFKA_CLIENT_PREFIX = "KAFKA_CLIENT_"
+
+# Properties the consumer must own: overriding them would break commit-after-flush.
+_PROTECTED_CONSUMER_PROPS = frozenset(
+    {"enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers"}
+)
+
+
+class ConfigError(Exception):
+    """Start-up configuration problem; the message names each bad variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of one consumer replica. Env var = field name upper-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # Endpoints
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic: str = "health-data"
+    kafka_group_id: str = "health-data-consumers"
+    dlq_topic: str = "health-data.dlq"
+    database_url: SecretStr = SecretStr("mysql+pymysql://root@127.0.0.1:3306/health")
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+
+    # Batching and flow control
+    batch_max_records: int = Field(1000, ge=1, le=100_000)
+    batch_max_wait_ms: int = Field(250, ge=1, le=600_000)
+    worker_queue_max_records: int = Field(5000, ge=2, le=10_000_000)
+    max_readings_per_message: int = Field(1000, ge=1, le=100_000)
+    poll_batch_size: int = Field(1000, ge=1, le=100_000)
+
+    # Fault handling
+    shutdown_timeout_s: float = Field(30.0, gt=0, le=3600)
+    revoke_flush_timeout_s: float = Field(10.0, gt=0, le=600)
+    db_retry_initial_backoff_s: float = Field(0.1, gt=0, le=60)
+    db_retry_max_backoff_s: float = Field(5.0, gt=0, le=600)
+    db_pool_size: int = Field(16, ge=1, le=512)
+    redis_retry_max_s: float = Field(2.0, ge=0, le=600)
+    redis_socket_timeout_s: float = Field(1.0, gt=0, le=60)
+    dlq_delivery_timeout_s: float = Field(30.0, gt=0, le=3600)
+
+    # Health alert rules
+    alert_rules_refresh_s: float = Field(60.0, gt=0, le=86_400)
+
+    # Sidecar / observability
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=0, le=65_535)
+    metrics_summary_interval_s: float = Field(30.0, gt=0, le=86_400)
+    metrics_summary_file: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # librdkafka pass-through, filled from KAFKA_CLIENT_* variables.
+    kafka_client: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_kafka_client(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kafka_client" not in data:
+            data = {**data, "kafka_client": kafka_client_properties(os.environ)}
+        return data
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.kafka_topic == self.dlq_topic:
+            raise ValueError("DLQ_TOPIC must differ from KAFKA_TOPIC")
+        if self.batch_max_records > self.worker_queue_max_records:
+            raise ValueError(
+                "BATCH_MAX_RECORDS must not exceed WORKER_QUEUE_MAX_RECORDS "
+                "(a batch could never fill before the partition pauses)"
+            )
+        if not self.database_url.get_secret_value().startswith("mysql"):
+            raise ValueError("DATABASE_URL must be a mysql+pymysql:// URL")
+        protected = _PROTECTED_CONSUMER_PROPS & self.kafka_client.keys()
+        if protected:
+            names = ", ".join(sorted(protected))
+            raise ValueError(f"KAFKA_CLIENT_* may not override {names}: the consumer owns them")
+        return self
+
+
+def kafka_client_properties(environ: Any) -> dict[str, str]:
+    """Map `KAFKA_CLIENT_SASL_MECHANISMS=...` to `{"sasl.mechanisms": ...}`."""
+    props: dict[str, str] = {}
+    for name, value in environ.items():
+        if name.upper().startswith(KAFKA_CLIENT_PREFIX) and len(name) > len(KAFKA_CLIENT_PREFIX):
+            prop = name[len(KAFKA_CLIENT_PREFIX) :].lower().replace("_", ".")
+            props[prop] = value
+    return props
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate settings; raise ConfigError naming the variables at fault."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            var = loc.upper() if loc else "settings"
+            problems.append(f"{var}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,206 @@
+"""One DB transaction per batch: health rows, daily/weekly upserts and alerts, all idempotent.
+
+Every statement is multi-row (PyMySQL's executemany folds `INSERT ... VALUES` into one
+statement per ~1 MB), so the cost per record is a tuple, not a round trip. Duplicates are
+detected by the unique keys and counted from the affected-row counts, which is why the
+engine is created without CLIENT_FOUND_ROWS (a no-op `id=id` update then counts 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymysql
+from sqlalchemy import Connection, Engine, create_engine, exc
+
+from consumer.health_alerts.rules import Alert
+from consumer.sinks.mysql_rows import (
+    DAILY_FIELDS,
+    HEALTH_COLUMNS,
+    PARTY_FIELDS,
+    WEEKLY_FIELDS,
+    daily_rows,
+    health_row,
+    weekly_rows,
+)
+from schemas.record import HealthRecord
+
+# Server errors caused by the values of a row: bisecting the batch isolates the row.
+ROW_ERROR_CODES = frozenset(
+    {
+        1048,  # column cannot be null
+        1263,  # null to not-null
+        1264,  # out of range value
+        1265,  # data truncated
+        1292,  # incorrect datetime/date value
+        1366,  # incorrect value for column
+        1406,  # data too long
+        1690,  # value out of range in an expression
+        3140,  # invalid JSON text (MySQL)
+        3819,  # CHECK constraint violated (MySQL)
+        4025,  # CHECK constraint failed (MariaDB JSON columns)
+    }
+)
+
+
+class RowRejected(Exception):
+    """The server rejected the statement because of the values of some row."""
+
+
+class DatabaseUnavailable(Exception):
+    """Anything else: connection loss, deadlock, missing table... retried, never dropped."""
+
+
+@dataclass(slots=True)
+class WriteResult:
+    inserted: int = 0
+    duplicates: int = 0
+    daily_rows: int = 0
+    weekly_rows: int = 0
+    new_alerts: list[Alert] = field(default_factory=list)
+
+
+def make_engine(database_url: str, pool_size: int) -> Engine:
+    return create_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=4,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        isolation_level="READ COMMITTED",  # no gap locks between partitions' inserts
+        connect_args={
+            # Without FOUND_ROWS, an `ON DUPLICATE KEY UPDATE id=id` no-op counts 0 rows.
+            "client_flag": pymysql.constants.CLIENT.MULTI_RESULTS,
+            "connect_timeout": 5,
+            "read_timeout": 60,
+            "write_timeout": 60,
+            "init_command": "SET SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'",
+        },
+    )
+
+
+def _insert_sql(table: str, columns: tuple[str, ...], on_duplicate: str) -> str:
+    cols = ", ".join(f"`{c}`" for c in columns)
+    marks = ", ".join(["%s"] * len(columns))
+    return f"INSERT INTO {table} ({cols}) VALUES ({marks}) ON DUPLICATE KEY UPDATE {on_duplicate}"
+
+
+def _slow_upsert_sql(table: str, period_column: str, fields: tuple[str, ...]) -> str:
+    """Newer readings win per field; older (replayed) ones only fill NULLs."""
+    newer = "VALUES(data_timestamp) >= data_timestamp"
+    updates = [
+        f"{f} = IF({newer}, COALESCE(VALUES({f}), {f}), COALESCE({f}, VALUES({f})))" for f in fields
+    ]
+    updates += [f"{p} = COALESCE(VALUES({p}), {p})" for p in PARTY_FIELDS]
+    updates.append("update_time = CURRENT_TIMESTAMP")
+    # Last: MySQL evaluates assignments left to right, the IFs above must see the old value.
+    updates.append("data_timestamp = GREATEST(data_timestamp, VALUES(data_timestamp))")
+    columns = ("device_sn", *PARTY_FIELDS, period_column, *fields, "data_timestamp")
+    return _insert_sql(table, columns, ", ".join(updates))
+
+
+HEALTH_SQL = _insert_sql("t_user_health_data", HEALTH_COLUMNS, "id = id")
+DAILY_SQL = _slow_upsert_sql("t_user_health_data_daily", "date", DAILY_FIELDS)
+WEEKLY_SQL = _slow_upsert_sql("t_user_health_data_weekly", "week_start", WEEKLY_FIELDS)
+ALERT_COLUMNS = (
+    "rule_id",
+    "alert_type",
+    "device_sn",
+    "alert_timestamp",
+    "alert_desc",
+    "severity_level",
+    "alert_status",
+    *PARTY_FIELDS,
+)
+ALERT_SQL = _insert_sql("t_alert_info", ALERT_COLUMNS, "id = id")
+
+
+class MySQLSink:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def write(self, records: list[HealthRecord], alerts: list[Alert]) -> WriteResult:
+        """Write one batch atomically; raise RowRejected or DatabaseUnavailable."""
+        try:
+            with self.engine.begin() as conn:
+                return self._write(conn, records, alerts)
+        except exc.DBAPIError as err:
+            raise classify(err) from err
+
+    def _write(
+        self, conn: Connection, records: list[HealthRecord], alerts: list[Alert]
+    ) -> WriteResult:
+        result = WriteResult()
+        if records:
+            inserted = conn.exec_driver_sql(HEALTH_SQL, [health_row(r) for r in records])
+            result.inserted = inserted.rowcount
+            result.duplicates = len(records) - inserted.rowcount
+            daily = daily_rows(records)
+            if daily:
+                conn.exec_driver_sql(DAILY_SQL, [r.as_tuple(DAILY_FIELDS) for r in daily])
+                result.daily_rows = len(daily)
+            weekly = weekly_rows(records)
+            if weekly:
+                conn.exec_driver_sql(WEEKLY_SQL, [r.as_tuple(WEEKLY_FIELDS) for r in weekly])
+                result.weekly_rows = len(weekly)
+        if alerts:
+            result.new_alerts = self._write_alerts(conn, alerts)
+        return result
+
+    def _write_alerts(self, conn: Connection, alerts: list[Alert]) -> list[Alert]:
+        """Insert alerts not stored yet; return those, so a replay publishes nothing twice."""
+        keys = {(a.record.device_sn, a.rule.id, a.record.timestamp): a for a in alerts}
+        placeholders = ", ".join(["(%s, %s, %s)"] * len(keys))
+        existing_sql = (
+            "SELECT device_sn, rule_id, alert_timestamp FROM t_alert_info "
+            f"WHERE (device_sn, rule_id, alert_timestamp) IN ({placeholders})"
+        )
+        flat: list[Any] = [v for k in keys for v in k]
+        existing = {
+            (row[0], int(row[1]), row[2])
+            for row in conn.exec_driver_sql(existing_sql, tuple(flat)).all()
+        }
+        new = [a for k, a in keys.items() if k not in existing]
+        if not new:
+            return []
+        conn.exec_driver_sql(ALERT_SQL, [_alert_row(a) for a in new])
+        sns = sorted({a.record.device_sn for a in new})
+        conn.exec_driver_sql(
+            "UPDATE t_alert_info a JOIN t_user_health_data h "
+            "ON h.device_sn = a.device_sn AND h.timestamp = a.alert_timestamp "
+            "SET a.health_id = h.id "
+            f"WHERE a.health_id IS NULL AND a.device_sn IN ({', '.join(['%s'] * len(sns))})",
+            tuple(sns),
+        )
+        return new
+
+
+def _alert_row(alert: Alert) -> tuple[Any, ...]:
+    r = alert.record
+    return (
+        alert.rule.id,
+        alert.rule.rule_type,
+        r.device_sn,
+        r.timestamp,
+        alert.description[:512],
+        alert.rule.severity_level,
+        "pending",
+        r.customer_id,
+        r.org_id,
+        r.user_id,
+    )
+
+
+def classify(err: exc.DBAPIError) -> Exception:
+    """Row problems bisect; everything else (outage, deadlock, schema drift) is retried."""
+    orig = err.orig
+    code = orig.args[0] if orig is not None and orig.args else None
+    if (
+        not err.connection_invalidated
+        and isinstance(orig, pymysql.err.MySQLError)
+        and not isinstance(orig, pymysql.err.InterfaceError)
+        and code in ROW_ERROR_CODES
+    ):
+        return RowRejected(f"{code}: {orig.args[1] if len(orig.args) > 1 else orig}")
+    return DatabaseUnavailable(f"{type(orig).__name__}: {orig}")

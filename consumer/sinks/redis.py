@@ -1,0 +1,152 @@
+"""Latest state per device in Redis, updated after the DB commit, one pipeline per batch.
+
+The compare-and-set runs as a Lua script so a replay of older readings can never move a
+device's latest state backwards, even with two replicas racing during a rebalance.
+Redis is a cache: when it is down the sink backs off (a circuit breaker), counts what it
+skipped and lets the DB path carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+import redis
+
+from consumer.health_alerts.rules import Alert
+from consumer.retry import Backoff
+from schemas.record import HealthRecord, to_redis_fields
+
+log = logging.getLogger(__name__)
+
+LATEST_KEY = "health_data:{}"
+DATA_CHANNEL = "health_data_channel:{}"
+ALERT_CHANNEL = "health_alert_channel"
+
+# KEYS[1] latest hash; ARGV: timestamp, channel, device SN, then field/value pairs.
+# "yyyy-MM-dd HH:mm:ss" strings order like the times they name.
+_CAS_LATEST = """
+local current = redis.call('HGET', KEYS[1], 'timestamp')
+if current and current >= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+
+
+@dataclass(slots=True)
+class RedisResult:
+    updated: int = 0
+    stale: int = 0
+    alerts_published: int = 0
+    skipped: bool = False
+
+
+class RedisSink:
+    def __init__(
+        self,
+        url: str,
+        socket_timeout_s: float,
+        retry_max_s: float,
+        on_status: Callable[[bool, str | None], None] | None = None,
+    ) -> None:
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
+            health_check_interval=30,
+        )
+        self._cas = self._client.register_script(_CAS_LATEST)
+        self._retry_max_s = retry_max_s
+        self._on_status = on_status or (lambda up, error: None)
+        self._breaker = Backoff(initial_s=0.5, max_s=30.0)
+        self._open_until = 0.0  # while now < this, Redis is known down: skip fast
+        self._down = False  # once down, a probe gets one try, not the full retry budget
+
+    def update(self, records: list[HealthRecord], alerts: list[Alert]) -> RedisResult:
+        """Apply the newest reading of each device and publish alerts; never raises."""
+        if time.monotonic() < self._open_until:
+            return RedisResult(skipped=True)
+        latest = newest_per_device(records)
+        deadline = time.monotonic() + (0.0 if self._down else self._retry_max_s)
+        retry = Backoff(initial_s=0.05, max_s=1.0)
+        while True:
+            try:
+                result = self._apply(latest, alerts)
+            except redis.RedisError as err:
+                delay = retry.next_delay()
+                if time.monotonic() + delay > deadline:
+                    self._open_until = time.monotonic() + self._breaker.next_delay()
+                    self._down = True
+                    self._on_status(False, f"{type(err).__name__}: {err}")
+                    log.warning("redis unavailable, skipping cache update: %s", err)
+                    return RedisResult(skipped=True)
+                time.sleep(delay)
+                continue
+            self._breaker.reset()
+            self._down = False
+            self._on_status(True, None)
+            return result
+
+    def _apply(self, latest: list[HealthRecord], alerts: list[Alert]) -> RedisResult:
+        pipe = self._client.pipeline(transaction=False)
+        for record in latest:
+            fields = to_redis_fields(record)
+            args: list[str] = [
+                fields["timestamp"],
+                DATA_CHANNEL.format(record.device_sn),
+                record.device_sn,
+            ]
+            for name, value in fields.items():
+                args.extend((name, value))
+            self._cas(keys=[LATEST_KEY.format(record.device_sn)], args=args, client=pipe)
+        for alert in alerts:
+            pipe.publish(ALERT_CHANNEL, alert_message(alert))
+        replies = pipe.execute()
+        updated = sum(1 for r in replies[: len(latest)] if r == 1)
+        return RedisResult(
+            updated=updated, stale=len(latest) - updated, alerts_published=len(alerts)
+        )
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._client.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def newest_per_device(records: list[HealthRecord]) -> list[HealthRecord]:
+    newest: dict[str, HealthRecord] = {}
+    for record in records:
+        current = newest.get(record.device_sn)
+        if current is None or record.timestamp >= current.timestamp:
+            newest[record.device_sn] = record
+    return list(newest.values())
+
+
+def alert_message(alert: Alert) -> bytes:
+    r = alert.record
+    return orjson.dumps(
+        {
+            "rule_id": alert.rule.id,
+            "alert_type": alert.rule.rule_type,
+            "severity_level": alert.rule.severity_level,
+            "device_sn": r.device_sn,
+            "alert_timestamp": r.timestamp.strftime("%Y-%m-%d %H:%M:%S"),
+            "physical_sign": alert.rule.physical_sign,
+            "field": alert.field,
+            "value": str(alert.value),
+            "alert_desc": alert.description,
+            "customer_id": r.customer_id,
+            "org_id": r.org_id,
+            "user_id": r.user_id,
+        }
+    )

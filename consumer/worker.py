@@ -1,0 +1,123 @@
+"""One thread per assigned partition: inbox -> batch -> flush -> flushed offset.
+
+The poll thread is the only one touching the Kafka consumer; a worker only publishes
+`flushed_offset` (the next offset to commit, advanced after each durable flush) and
+`queued_records` (for backpressure). Both are plain attributes read by the poll thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from consumer.batching import Batch, BatchPolicy, PendingMessage
+from consumer.flush import Abandoned, Flusher, FlushReport, Sinks
+
+log = logging.getLogger(__name__)
+
+
+class PartitionWorker:
+    def __init__(
+        self,
+        partition: int,
+        sinks: Sinks,
+        policy: BatchPolicy,
+        on_flushed: Callable[[FlushReport, Batch], None] | None = None,
+    ) -> None:
+        self.partition = partition
+        self.policy = policy
+        self.flushed_offset: int | None = None
+        self.queued_records = 0
+        self.processed_records = 0
+        self.failed_flushes = 0
+        self.last_flush_at: float | None = None
+        self._inbox: deque[PendingMessage] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False  # flush what is held, then exit
+        self._abandon = threading.Event()  # exit now, flush nothing more
+        self._flusher = Flusher(sinks, partition, self._abandon)
+        self._on_flushed = on_flushed
+        self._thread = threading.Thread(target=self._run, name=f"worker-p{partition}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # --- called by the poll thread --------------------------------------------------------
+
+    def enqueue(self, messages: list[PendingMessage]) -> None:
+        size = sum(max(1, len(m.records)) for m in messages)
+        with self._cond:
+            self._inbox.extend(messages)
+            self.queued_records += size
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Flush everything already enqueued, then exit (revoke, shutdown)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+
+    def abandon(self) -> None:
+        """Exit as soon as possible without flushing or reporting anything more (lost)."""
+        self._abandon.set()
+        self.stop()
+
+    def join(self, timeout: float | None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # --- the worker thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        batch = Batch(self.partition)
+        try:
+            while not self._abandon.is_set():
+                stopping = self._fill(batch)
+                if self._abandon.is_set():
+                    return
+                now = time.monotonic()
+                if batch.messages and (stopping or self.policy.should_flush(batch, now)):
+                    self._flush(batch)
+                    batch = Batch(self.partition)
+                elif stopping and not batch.messages:
+                    with self._cond:
+                        if not self._inbox:
+                            return
+        except Abandoned:
+            log.info("worker abandoned its batch", extra={"partition": self.partition})
+        except Exception:
+            # A bug, not a dependency outage: stop this partition without committing, loudly.
+            log.exception("worker crashed", extra={"partition": self.partition})
+            self.failed_flushes += 1
+            raise
+
+    def _fill(self, batch: Batch) -> bool:
+        """Move inbox messages into the batch until it is full or due; return `stopping`."""
+        with self._cond:
+            while not self._inbox and not self._stopping and not self._abandon.is_set():
+                wait = self.policy.seconds_until_due(batch, time.monotonic())
+                if wait is not None and wait <= 0:
+                    break
+                self._cond.wait(wait)
+            while self._inbox and batch.record_count < self.policy.max_records:
+                batch.add(self._inbox.popleft(), time.monotonic())
+            return self._stopping
+
+    def _flush(self, batch: Batch) -> None:
+        report = self._flusher.flush(batch)
+        if self._abandon.is_set():
+            raise Abandoned
+        self.flushed_offset = batch.next_offset
+        self.processed_records += batch.record_count
+        self.last_flush_at = time.time()
+        with self._cond:
+            self.queued_records -= sum(max(1, len(m.records)) for m in batch.messages)
+        if self._on_flushed is not None:
+            self._on_flushed(report, batch)

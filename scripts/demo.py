@@ -1,0 +1,157 @@
+"""`make demo`: the main job end to end on the local stack.
+
+Migrations, topic, two consumer replicas, the simulator (500 devices, 60 s by default),
+then a summary of what landed where. Knobs: DEMO_DEVICES, DEMO_RATE, DEMO_DURATION_S,
+DEMO_INVALID_RATIO, DEMO_KEEP_RUNNING=1 (leave the replicas up for Grafana/Prometheus).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from sqlalchemy import create_engine, text
+
+from consumer.db.migrate import upgrade_to_head
+from consumer.replicas import ReplicaProcess, histogram_quantile, total
+from consumer.settings import load_settings
+from consumer.simulate import ReadingGenerator, simulate
+from consumer.topics import admin_client, ensure_topic
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGS = ROOT / ".runtime" / "logs"
+DEMO_RULES = (
+    "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_min, threshold_max,"
+    " trend_duration, severity_level, alert_message, customer_id) VALUES"
+    " ('heart_rate_high', 'heart_rate', 40, 95, 3, 'critical', 'Sustained high heart rate', 0),"
+    " ('spo2_low', 'blood_oxygen', 94, NULL, 1, 'warning', 'Low blood oxygen', 0),"
+    " ('fever', 'temperature', NULL, 37.2, 2, 'warning', 'Elevated body temperature', 0)"
+)
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def committed_lag(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        lag = 0
+        for tp in c.committed(tps, timeout=10):
+            high = c.get_watermark_offsets(tp, timeout=10)[1]
+            lag += high - max(tp.offset, 0)
+        return lag
+    finally:
+        c.close()
+
+
+def main() -> int:
+    settings = load_settings()
+    url = settings.database_url.get_secret_value()
+    print(f"migrating {url.rsplit('@', 1)[-1]} ...", flush=True)
+    upgrade_to_head(url)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        if not conn.execute(text("SELECT COUNT(*) FROM t_alert_rules")).scalar():
+            conn.execute(text(DEMO_RULES))
+    admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_client)
+    partitions = ensure_topic(admin, settings.kafka_topic, 12)
+
+    def counts() -> dict[str, int]:
+        with engine.connect() as conn:
+            return {
+                t: int(conn.execute(text(f"SELECT COUNT(*) FROM {t}")).scalar() or 0)
+                for t in ("t_user_health_data", "t_user_health_data_daily", "t_alert_info")
+            }
+
+    before = counts()
+    base_port = settings.http_port
+    replicas = [
+        ReplicaProcess({"LOG_LEVEL": "INFO"}, LOGS / f"consumer-{i}.log", base_port + i).start()
+        for i in range(2)
+    ]
+    for r in replicas:
+        r.wait_ready()
+    print(f"2 replicas up: sidecars on http://127.0.0.1:{base_port} and :{base_port + 1}")
+
+    seed = random.randrange(1000)
+    start = dt.datetime.now().replace(microsecond=0) - dt.timedelta(hours=2)
+    generator = ReadingGenerator(
+        devices=int(env_float("DEMO_DEVICES", 500)),
+        seed=seed,
+        invalid_ratio=env_float("DEMO_INVALID_RATIO", 0.01),
+        start=start,
+    )
+    summary = simulate(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=settings.kafka_topic,
+        generator=generator,
+        rate=env_float("DEMO_RATE", 2000),
+        duration_s=env_float("DEMO_DURATION_S", 60),
+        partitions=partitions,
+        client_props=settings.kafka_client,
+    )
+    sent = summary.as_dict()
+    print(
+        "simulator:",
+        json.dumps(
+            {
+                k: sent[k]
+                for k in ("sent_messages", "sent_readings", "invalid", "rate_messages_per_s")
+            }
+        ),
+    )
+
+    deadline = time.monotonic() + 120
+    lag = -1
+    while time.monotonic() < deadline:
+        lag = committed_lag(
+            settings.kafka_bootstrap_servers,
+            settings.kafka_group_id,
+            settings.kafka_topic,
+            partitions,
+        )
+        if lag == 0:
+            break
+        time.sleep(1)
+    samples = [r.samples() for r in replicas]
+    after = counts()
+    p95 = histogram_quantile(samples, "health_consumer_end_to_end_latency_seconds", 0.95)
+    status, health = replicas[0].get("/api/batch_processor/health")
+    result = {
+        "produced_messages": sent["sent_messages"],
+        "produced_readings": sent["sent_readings"],
+        "invalid_messages_sent": sum(sent["invalid"].values()),
+        "rows_in_db": after["t_user_health_data"] - before["t_user_health_data"],
+        "daily_rows": after["t_user_health_data_daily"] - before["t_user_health_data_daily"],
+        "duplicates": total(samples, "health_consumer_records_duplicate_total"),
+        "dead_letters": total(samples, "health_consumer_dead_letters_total"),
+        "alerts": after["t_alert_info"] - before["t_alert_info"],
+        "remaining_lag": lag,
+        "p95_end_to_end_latency_ms": None if p95 is None else round(p95 * 1000, 1),
+        "sidecars": [r.url("/") for r in replicas],
+        "health_endpoint_status": status,
+    }
+    print(json.dumps(result, indent=2))
+    if status != 404:
+        print("health:", health.decode()[:4000])
+    if os.environ.get("DEMO_KEEP_RUNNING") == "1":
+        print("replicas left running (DEMO_KEEP_RUNNING=1); stop them with kill -TERM")
+        return 0
+    codes = [r.stop() for r in replicas]
+    print(f"replicas stopped with exit codes {codes}")
+    expected = sent["sent_readings"] - sum(sent["invalid"].values())
+    ok = lag == 0 and result["rows_in_db"] == expected and all(c == 0 for c in codes)
+    print("demo OK" if ok else f"demo FAILED: expected {expected} rows")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
