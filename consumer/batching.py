@@ -29,6 +29,12 @@ class PendingMessage:
     value: bytes | None
     records: list[HealthRecord]
     dead_letter: DeadLetter | None = None
+    unkeyed: bool = False
+
+    @property
+    def weight(self) -> int:
+        """Its share of a worker's bounded queue: its records, and at least 1."""
+        return len(self.records) or 1
 
 
 @dataclass(slots=True)

@@ -48,6 +48,7 @@ class FlushReport:
     alert_seconds: float = 0.0
     total_seconds: float = 0.0
     db_attempts: int = 0
+    db_committed_at: float = 0.0  # wall clock of the (last) DB commit: the e2e latency end
 
 
 @dataclass(slots=True)
@@ -129,6 +130,7 @@ class Flusher:
             state, left = self._write_isolating(entries[:mid], rules, state, report)
             state, right = self._write_isolating(entries[mid:], rules, state, report)
             return state, left + right
+        report.db_committed_at = time.time()
         report.inserted += result.inserted
         report.duplicates += result.duplicates
         report.alerts.extend(result.new_alerts)

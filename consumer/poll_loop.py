@@ -34,6 +34,7 @@ from consumer.worker import PartitionWorker
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 0.2
+POLL_TIMEOUT_S = 0.02
 
 
 def consumer_config(settings: Settings) -> dict[str, object]:
@@ -106,7 +107,11 @@ class PollLoop:
         )
         try:
             while not self._stop.is_set():
-                messages = self._consumer.consume(self.settings.poll_batch_size, timeout=0.1)
+                # consume() waits for a full batch or the timeout: keep the timeout short so a
+                # trickle of messages is not held back (it adds straight to e2e latency).
+                messages = self._consumer.consume(
+                    self.settings.poll_batch_size, timeout=POLL_TIMEOUT_S
+                )
                 self.stats.last_poll_at = time.monotonic()
                 if self._fresh:
                     self._resume_fresh()
@@ -161,27 +166,21 @@ class PollLoop:
             partition, offset = msg.partition(), msg.offset()
             if partition is None or offset is None:  # only error events lack them
                 continue
-            outcome = decode(
-                offset=offset,
-                timestamp_ms=msg.timestamp()[1],
-                key=msg.key(),
-                value=msg.value(),
-                max_readings=max_readings,
-            )
-            by_partition[partition].append(outcome.message)
-            records += len(outcome.message.records)
-            unkeyed += outcome.unkeyed
+            pending = decode(offset, msg.timestamp()[1], msg.key(), msg.value(), max_readings)
+            by_partition[partition].append(pending)
+            records += len(pending.records)
+            unkeyed += pending.unkeyed
         self.metrics.messages_consumed.inc(len(messages))
         self.metrics.records_consumed.inc(records)
         if unkeyed:
             self.metrics.unkeyed_messages.inc(unkeyed)
-        for partition, pending in by_partition.items():
+        for partition, batch in by_partition.items():
             state = self.partitions.get(partition)
             if state is None:  # fetched just before a revoke: the next owner re-reads it
                 continue
-            state.worker.enqueue(pending)
-            state.consumed_offset = pending[-1].offset
-            state.consumed_timestamp_ms = pending[-1].timestamp_ms
+            state.worker.enqueue(batch)
+            state.consumed_offset = batch[-1].offset
+            state.consumed_timestamp_ms = batch[-1].timestamp_ms
 
     def _check_workers(self) -> None:
         for p, state in self.partitions.items():

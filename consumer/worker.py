@@ -48,7 +48,7 @@ class PartitionWorker:
     # --- called by the poll thread --------------------------------------------------------
 
     def enqueue(self, messages: list[PendingMessage]) -> None:
-        size = sum(max(1, len(m.records)) for m in messages)
+        size = sum(m.weight for m in messages)
         with self._cond:
             self._inbox.extend(messages)
             self.queued_records += size
@@ -118,6 +118,6 @@ class PartitionWorker:
         self.processed_records += batch.record_count
         self.last_flush_at = time.time()
         with self._cond:
-            self.queued_records -= sum(max(1, len(m.records)) for m in batch.messages)
+            self.queued_records -= sum(m.weight for m in batch.messages)
         if self._on_flushed is not None:
             self._on_flushed(report, batch)

@@ -55,7 +55,6 @@ health_data = Table(
     Column("create_time", DATETIME(fsp=3), nullable=False, server_default=NOW3),
     UniqueConstraint("device_sn", "timestamp", name="uk_health_device_ts"),
     Index("idx_health_customer_ts", "customer_id", "timestamp"),
-    Index("idx_health_ts", "timestamp"),
 )
 
 health_data_daily = Table(

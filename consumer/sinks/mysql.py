@@ -21,7 +21,7 @@ from consumer.sinks.mysql_rows import (
     PARTY_FIELDS,
     WEEKLY_FIELDS,
     daily_rows,
-    health_row,
+    render_health_values,
     weekly_rows,
 )
 from schemas.record import HealthRecord
@@ -100,7 +100,12 @@ def _slow_upsert_sql(table: str, period_column: str, fields: tuple[str, ...]) ->
     return _insert_sql(table, columns, ", ".join(updates))
 
 
-HEALTH_SQL = _insert_sql("t_user_health_data", HEALTH_COLUMNS, "id = id")
+# ~250 bytes a row: 2000 rows stay far below any max_allowed_packet (MySQL default 64 MB).
+ROWS_PER_STATEMENT = 2000
+HEALTH_SQL_HEAD = "INSERT INTO t_user_health_data ({}) VALUES ".format(
+    ", ".join(f"`{c}`" for c in HEALTH_COLUMNS)
+)
+HEALTH_SQL_TAIL = " ON DUPLICATE KEY UPDATE id = id"
 DAILY_SQL = _slow_upsert_sql("t_user_health_data_daily", "date", DAILY_FIELDS)
 WEEKLY_SQL = _slow_upsert_sql("t_user_health_data_weekly", "week_start", WEEKLY_FIELDS)
 ALERT_COLUMNS = (
@@ -133,9 +138,11 @@ class MySQLSink:
     ) -> WriteResult:
         result = WriteResult()
         if records:
-            inserted = conn.exec_driver_sql(HEALTH_SQL, [health_row(r) for r in records])
-            result.inserted = inserted.rowcount
-            result.duplicates = len(records) - inserted.rowcount
+            for start in range(0, len(records), ROWS_PER_STATEMENT):
+                chunk = records[start : start + ROWS_PER_STATEMENT]
+                sql = HEALTH_SQL_HEAD + render_health_values(chunk) + HEALTH_SQL_TAIL
+                result.inserted += conn.exec_driver_sql(sql).rowcount
+            result.duplicates = len(records) - result.inserted
             daily = daily_rows(records)
             if daily:
                 conn.exec_driver_sql(DAILY_SQL, [r.as_tuple(DAILY_FIELDS) for r in daily])

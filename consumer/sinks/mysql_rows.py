@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from decimal import Decimal
 from operator import attrgetter
 from typing import Any
+
+from pymysql.converters import escape_string
 
 from schemas.record import HealthRecord
 
@@ -43,8 +46,6 @@ DAILY_FIELDS: tuple[str, ...] = (
 )
 WEEKLY_FIELDS: tuple[str, ...] = ("exercise_week_data",)
 PARTY_FIELDS: tuple[str, ...] = ("customer_id", "org_id", "user_id")
-
-health_row: Any = attrgetter(*HEALTH_COLUMNS)
 
 
 @dataclass(slots=True)
@@ -101,3 +102,34 @@ def daily_rows(records: list[HealthRecord]) -> list[SlowRow]:
 
 def weekly_rows(records: list[HealthRecord]) -> list[SlowRow]:
     return _merge(records, WEEKLY_FIELDS, weekly=True)
+
+
+def _sql_str(value: str | None) -> str:
+    return "NULL" if value is None else "'" + escape_string(value) + "'"
+
+
+def render_health_values(records: list[HealthRecord]) -> str:
+    """The VALUES list of the health insert as SQL literals, one f-string per row.
+
+    PyMySQL's generic `executemany` escapes every parameter through a type dispatch, which
+    cost a third of the consumer's CPU at 15k records/s. Every field here has a type the
+    decoder guarantees (int, Decimal, datetime, str), so each is rendered directly: numbers
+    with `str`, strings with PyMySQL's own `escape_string`, and NULL for None.
+    The session's sql_mode (set by the engine) keeps backslash escapes meaningful.
+    """
+    rows: list[str] = []
+    append = rows.append
+    for r in records:
+        append(
+            f"({_sql_str(r.device_sn)},{_n(r.user_id)},{_n(r.org_id)},{_n(r.customer_id)},"
+            f"{_n(r.heart_rate)},{_n(r.pressure_high)},{_n(r.pressure_low)},"
+            f"{_n(r.blood_oxygen)},{_n(r.stress)},{_n(r.step)},{_n(r.temperature)},"
+            f"{_n(r.latitude)},{_n(r.longitude)},{_n(r.altitude)},{_n(r.distance)},"
+            f"{_n(r.calorie)},{_n(r.sleep)},'{r.timestamp:%Y-%m-%d %H:%M:%S}',"
+            f"{_sql_str(r.upload_method)})"
+        )
+    return ",".join(rows)
+
+
+def _n(value: int | Decimal | None) -> str:
+    return "NULL" if value is None else str(value)

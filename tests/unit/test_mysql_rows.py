@@ -1,23 +1,56 @@
 import datetime as dt
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+from pymysql.converters import escape_item
 
 from consumer.sinks.mysql_rows import (
     DAILY_FIELDS,
     HEALTH_COLUMNS,
     daily_rows,
-    health_row,
+    render_health_values,
     week_start,
     weekly_rows,
 )
+from schemas.record import HealthRecord
 from tests.records import make_record
 
 
-def test_health_row_follows_column_order() -> None:
-    rec = make_record(heart_rate=77)
-    row = health_row(rec)
-    assert len(row) == len(HEALTH_COLUMNS)
-    assert row[HEALTH_COLUMNS.index("heart_rate")] == 77
-    assert row[HEALTH_COLUMNS.index("device_sn")] == rec.device_sn
-    assert row[HEALTH_COLUMNS.index("timestamp")] == rec.timestamp
+def pymysql_literal(record: HealthRecord) -> str:
+    """What PyMySQL's generic escaping makes of the row: the reference for the fast path."""
+    values = (escape_item(getattr(record, c), "utf8mb4") for c in HEALTH_COLUMNS)
+    return "(" + ",".join(values) + ")"
+
+
+def test_rendered_values_match_pymysql_escaping() -> None:
+    records = [
+        make_record(heart_rate=77),
+        make_record("SN'quote\\back", seconds=5, upload_method=None, temperature=None),
+        make_record(
+            "X-1",
+            seconds=9,
+            customer_id=None,
+            latitude=Decimal("-33.123456"),
+            distance=Decimal("0.00"),
+            sleep=Decimal("7.25"),
+            upload_method="esim",
+        ),
+    ]
+    assert render_health_values(records) == ",".join(pymysql_literal(r) for r in records)
+
+
+@given(
+    sn=st.text(st.characters(codec="ascii", exclude_categories=["Cc"]), min_size=1, max_size=64),
+    hr=st.none() | st.integers(0, 300),
+    temp=st.none() | st.decimals(0, 50, places=2),
+    lat=st.none() | st.decimals(-90, 90, places=6),
+)
+def test_rendered_values_match_pymysql_for_any_values(
+    sn: str, hr: int | None, temp: Decimal | None, lat: Decimal | None
+) -> None:
+    record = make_record(sn, heart_rate=hr, temperature=temp, latitude=lat)
+    assert render_health_values([record]) == pymysql_literal(record)
 
 
 def test_week_start_is_monday() -> None:

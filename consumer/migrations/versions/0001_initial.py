@@ -57,7 +57,6 @@ def upgrade() -> None:
         **TABLE_OPTS,
     )
     op.create_index("idx_health_customer_ts", "t_user_health_data", ["customer_id", "timestamp"])
-    op.create_index("idx_health_ts", "t_user_health_data", ["timestamp"])
 
     op.create_table(
         "t_user_health_data_daily",
