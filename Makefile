@@ -9,7 +9,7 @@ export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 export DATABASE_URL ?= mysql+pymysql://root@127.0.0.1:3306/health
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: help venv services services-down services-status migrate lint typecheck \
+.PHONY: help venv tools services services-down services-status migrate lint typecheck \
 	unit integration test demo bench clean
 
 help:
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# promtool/prometheus (Debian package) for the alert-rule and scrape tests.
+tools:
+	scripts/install-tools.sh
 
 services:
 	scripts/services.sh up
@@ -51,7 +55,7 @@ integration: venv services
 	$(BIN)/pytest tests/integration -q
 
 # The README's test command: everything CI runs.
-test: venv lint typecheck services
+test: venv tools lint typecheck services
 	$(BIN)/pytest tests -q --durations=15
 
 demo: venv services

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -83,12 +82,3 @@ def _handler_for(sidecar: Sidecar) -> type[BaseHTTPRequestHandler]:
             return
 
     return Handler
-
-
-def liveness(last_poll_at: Callable[[], float], max_age_s: float) -> Route:
-    def route(_query: dict[str, list[str]]) -> tuple[int, Any]:
-        age = time.monotonic() - last_poll_at()
-        ok = age <= max_age_s
-        return (200 if ok else 503), {"status": "ok" if ok else "stale", "poll_age_s": age}
-
-    return route

@@ -34,6 +34,7 @@ is measured on the samples, because it is a statement about what the samples sho
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ def evaluate(
     """
     if not samples:
         return LagStatus.OK
-    pairs = list(zip(samples, samples[1:], strict=False))
+    pairs = list(itertools.pairwise(samples))
     if any(_position(b) < _position(a) for a, b in pairs):
         return LagStatus.REWIND
     newest = samples[-1]
@@ -156,4 +157,4 @@ class LagWindow:
 
     def evaluate(self, now: float) -> LagStatus:
         since = self._last_change_at if self._last_change_at is not None else self._first_at
-        return evaluate(self._samples, now, self._window_s, since)
+        return evaluate(list(self._samples), now, self._window_s, since)

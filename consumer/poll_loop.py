@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import (
@@ -27,7 +28,6 @@ from consumer.batching import Batch, BatchPolicy, PendingMessage
 from consumer.decode import decode
 from consumer.flow_control import FlowControl
 from consumer.flush import FlushReport, Sinks
-from consumer.metrics import observe_flush
 from consumer.settings import Settings
 from consumer.worker import PartitionWorker
 
@@ -70,12 +70,20 @@ class PartitionState:
 class LoopStats:
     assigned_at: dict[int, float] = field(default_factory=dict)
     last_poll_at: float = 0.0
+    last_commit_at: float = 0.0
     joined: bool = False
 
 
 class PollLoop:
-    def __init__(self, settings: Settings, sinks: Sinks, consumer: Consumer | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sinks: Sinks,
+        on_flushed: Callable[[FlushReport, Batch], None] | None = None,
+        consumer: Consumer | None = None,
+    ) -> None:
         self.settings = settings
+        self._on_flushed = on_flushed
         self.sinks = sinks
         self.metrics = sinks.metrics
         self.topic = settings.kafka_topic
@@ -262,6 +270,7 @@ class PollLoop:
             self._commit_failed(tps, err)
             return
         self.metrics.commits.labels("ok").inc()
+        self.stats.last_commit_at = time.time()
         for tp in tps:
             state = self.partitions.get(tp.partition)
             if state is None or tp.offset == OFFSET_INVALID:
@@ -282,7 +291,7 @@ class PollLoop:
         for tp in tps:
             if tp.topic != self.topic or tp.partition in self.partitions:
                 continue
-            worker = PartitionWorker(tp.partition, self.sinks, self.policy, self._flushed)
+            worker = PartitionWorker(tp.partition, self.sinks, self.policy, self._on_flushed)
             worker.start()
             self.partitions[tp.partition] = PartitionState(worker)
             self.stats.assigned_at[tp.partition] = time.time()
@@ -336,6 +345,3 @@ class PollLoop:
         if err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE):
             self.sinks.dependencies.report("kafka", False, str(err))
         log.warning("kafka error: %s", err)
-
-    def _flushed(self, report: FlushReport, batch: Batch) -> None:
-        observe_flush(self.metrics, report, [m.timestamp_ms for m in batch.messages])

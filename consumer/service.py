@@ -7,19 +7,27 @@ import os
 import signal
 import threading
 from types import FrameType
-from typing import Any
 
+from prometheus_client import ProcessCollector
+
+from consumer.api import Api
+from consumer.batching import Batch
+from consumer.collector import ReplicaCollector
 from consumer.db.migrate import check_schema
 from consumer.dependencies import Dependencies
-from consumer.flush import Sinks
+from consumer.flush import FlushReport, Sinks
+from consumer.health import Band, HealthThresholds
 from consumer.health_alerts.repository import RuleCache
-from consumer.http import Sidecar, liveness
-from consumer.metrics import Metrics
+from consumer.http import Sidecar
+from consumer.metrics import Metrics, observe_flush
+from consumer.monitor import Monitor
+from consumer.ops_alerts import AlertEngine, AlertThresholds, WebhookNotifier
 from consumer.poll_loop import PollLoop
 from consumer.settings import Settings
 from consumer.sinks.dlq import DeadLetterSink
 from consumer.sinks.mysql import MySQLSink, make_engine
 from consumer.sinks.redis import RedisSink
+from consumer.stats import Stats
 from consumer.topics import admin_client, ensure_topic, partition_count
 
 log = logging.getLogger(__name__)
@@ -56,34 +64,64 @@ class Replica:
             db_backoff_initial_s=settings.db_retry_initial_backoff_s,
             db_backoff_max_s=settings.db_retry_max_backoff_s,
         )
-        self.loop = PollLoop(settings, self.sinks)
+        self.stats = Stats(window_s=settings.stats_window_s)
+        self.loop = PollLoop(settings, self.sinks, on_flushed=self._flushed)
+        self.webhook = (
+            WebhookNotifier(settings.alert_webhook_url) if settings.alert_webhook_url else None
+        )
+        self.alerts = AlertEngine(
+            AlertThresholds(
+                error_rate=settings.alert_error_rate,
+                queue_utilization=settings.alert_queue_utilization,
+                memory_percent=settings.alert_memory_percent,
+                time_lag_s=settings.alert_time_lag_s,
+            ),
+            notify=self.webhook,
+        )
+        self.monitor = Monitor(
+            settings, self.loop, self.stats, self.dependencies, self.engine,
+            self.sinks.redis, self.alerts,
+        )  # fmt: skip
+        self.monitor.thresholds = HealthThresholds(
+            error_rate=Band(settings.health_error_rate_degraded,
+                            settings.health_error_rate_unhealthy),
+            resources_percent=Band(settings.health_resource_degraded_percent,
+                                   settings.health_resource_unhealthy_percent),
+            queue_utilization=Band(settings.health_queue_degraded,
+                                   settings.health_queue_unhealthy),
+        )  # fmt: skip
+        self.metrics.registry.register(ReplicaCollector(self.monitor, self.stats))
+        ProcessCollector(registry=self.metrics.registry)
         self.sidecar = Sidecar(
-            settings.http_host,
-            settings.http_port,
-            self.metrics,
-            routes={
-                "/livez": liveness(lambda: self.loop.stats.last_poll_at, max_age_s=30.0),
-                "/readyz": self._readiness,
-            },
+            settings.http_host, settings.http_port, self.metrics, Api(self.monitor).routes()
         )
 
-    def _readiness(self, _query: dict[str, list[str]]) -> tuple[int, Any]:
-        deps = self.dependencies.snapshot()
-        ready = self.loop.stats.joined and deps["kafka"].up and deps["mysql"].up
-        body = {
-            "ready": ready,
-            "joined": self.loop.stats.joined,
-            "partitions": sorted(self.loop.partitions),
-            "dependencies": {name: state.up for name, state in deps.items()},
-        }
-        return (200 if ready else 503), body
+    def _flushed(self, report: FlushReport, batch: Batch) -> None:
+        """Per-batch bookkeeping, on the worker's thread: metrics and the batch record."""
+        observe_flush(self.metrics, report, [m.timestamp_ms for m in batch.messages])
+        self.stats.record(
+            partition=report.partition,
+            size=report.records,
+            messages=report.messages,
+            success=report.inserted,
+            duplicates=report.duplicates,
+            errors=report.dead_letters,
+            total_s=report.total_seconds,
+            db_s=report.db_seconds,
+            redis_s=report.redis_seconds,
+            alerts_s=report.alert_seconds,
+        )
 
     def run(self) -> None:
         self.sidecar.start()
+        self.monitor.start()
         try:
             self.loop.run()
         finally:
+            self.monitor.close()
             self.sidecar.close()
+            if self.webhook is not None:
+                self.webhook.close()
             self.sinks.dlq.close()
             self.sinks.redis.close()
             self.engine.dispose()

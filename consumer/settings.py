@@ -62,6 +62,26 @@ class Settings(BaseSettings):
     http_port: int = Field(8000, ge=0, le=65_535)
     metrics_summary_interval_s: float = Field(30.0, gt=0, le=86_400)
     metrics_summary_file: str | None = None
+    stats_window_s: float = Field(60.0, gt=0, le=3600)
+    lag_sample_interval_s: float = Field(5.0, gt=0, le=600)
+    lag_window_s: float = Field(120.0, gt=0, le=86_400)
+    liveness_max_age_s: float = Field(30.0, gt=0, le=3600)
+
+    # Health thresholds: below `degraded` is healthy, below `unhealthy` degraded.
+    health_error_rate_degraded: float = Field(0.05, ge=0, le=1)
+    health_error_rate_unhealthy: float = Field(0.10, ge=0, le=1)
+    health_resource_degraded_percent: float = Field(80.0, ge=0, le=100)
+    health_resource_unhealthy_percent: float = Field(90.0, ge=0, le=100)
+    health_queue_degraded: float = Field(0.70, ge=0, le=1)
+    health_queue_unhealthy: float = Field(0.90, ge=0, le=1)
+
+    # Operational alert rules (in process)
+    alert_check_interval_s: float = Field(60.0, gt=0, le=86_400)
+    alert_error_rate: float = Field(0.10, ge=0, le=1)
+    alert_queue_utilization: float = Field(0.80, ge=0, le=1)
+    alert_memory_percent: float = Field(80.0, ge=0, le=100)
+    alert_time_lag_s: float = Field(300.0, gt=0)
+    alert_webhook_url: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -86,6 +106,15 @@ class Settings(BaseSettings):
             )
         if not self.database_url.get_secret_value().startswith("mysql"):
             raise ValueError("DATABASE_URL must be a mysql+pymysql:// URL")
+        for name in ("error_rate", "resource", "queue"):
+            suffix = "_percent" if name == "resource" else ""
+            low = getattr(self, f"health_{name}_degraded{suffix}")
+            high = getattr(self, f"health_{name}_unhealthy{suffix}")
+            if low > high:
+                raise ValueError(
+                    f"HEALTH_{name.upper()}_DEGRADED{suffix.upper()} must not exceed "
+                    f"HEALTH_{name.upper()}_UNHEALTHY{suffix.upper()}"
+                )
         protected = _PROTECTED_CONSUMER_PROPS & self.kafka_client.keys()
         if protected:
             names = ", ".join(sorted(protected))

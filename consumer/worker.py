@@ -32,9 +32,12 @@ class PartitionWorker:
         self.flushed_offset: int | None = None
         self.queued_records = 0
         self.processed_records = 0
+        self.processed_messages = 0
+        self.error_messages = 0  # dead-lettered messages and DB-rejected rows
         self.failed_flushes = 0
         self.last_flush_at: float | None = None
         self._inbox: deque[PendingMessage] = deque()
+        self._batch = Batch(partition)
         self._cond = threading.Condition()
         self._stopping = False  # flush what is held, then exit
         self._abandon = threading.Event()  # exit now, flush nothing more
@@ -75,8 +78,19 @@ class PartitionWorker:
 
     # --- the worker thread ----------------------------------------------------------------
 
+    def oldest_pending_timestamp_ms(self) -> int | None:
+        """Kafka timestamp of the oldest message consumed but not yet flushed (time lag)."""
+        try:
+            if self._batch.messages:
+                return self._batch.messages[0].timestamp_ms
+            if self._inbox:
+                return self._inbox[0].timestamp_ms
+        except IndexError:  # emptied by the worker between the check and the read
+            pass
+        return None
+
     def _run(self) -> None:
-        batch = Batch(self.partition)
+        batch = self._batch
         try:
             while not self._abandon.is_set():
                 stopping = self._fill(batch)
@@ -85,7 +99,7 @@ class PartitionWorker:
                 now = time.monotonic()
                 if batch.messages and (stopping or self.policy.should_flush(batch, now)):
                     self._flush(batch)
-                    batch = Batch(self.partition)
+                    batch = self._batch = Batch(self.partition)
                 elif stopping and not batch.messages:
                     with self._cond:
                         if not self._inbox:
@@ -116,6 +130,8 @@ class PartitionWorker:
             raise Abandoned
         self.flushed_offset = batch.next_offset
         self.processed_records += batch.record_count
+        self.processed_messages += len(batch.messages)
+        self.error_messages += report.dead_letters
         self.last_flush_at = time.time()
         with self._cond:
             self.queued_records -= sum(m.weight for m in batch.messages)

@@ -1,0 +1,246 @@
+"""The monitor thread: samples lag, probes dependencies, checks ops alerts, logs summaries.
+
+It keeps the latest snapshot so the HTTP thread and the Prometheus collector answer from
+memory, without touching Kafka or the DB on a request. It uses Kafka clients of its own
+(never the poll thread's consumer): one reads the group's committed offsets and the high
+watermarks — fetched from the broker each time, because librdkafka's cached watermark
+freezes while a partition is paused — and one peeks at the next unconsumed message when a
+partition has lag but nothing in flight, so time lag comes from real timestamps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import psutil
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from sqlalchemy import Engine, text
+
+from consumer.dependencies import Dependencies
+from consumer.health import HealthInputs, HealthThresholds, HealthVerdict, evaluate
+from consumer.lag import LagSample, LagStatus, LagWindow
+from consumer.ops_alerts import AlertEngine, Observation
+from consumer.poll_loop import PollLoop
+from consumer.settings import Settings
+from consumer.sinks.redis import RedisSink
+from consumer.stats import Stats, write_atomically
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    status: LagStatus
+    offset_lag: int
+    time_lag_s: float
+    committed: int | None
+    high_watermark: int
+    sampled_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    rss_mb: float = 0.0
+    process_memory_percent: float = 0.0
+    process_cpu_percent: float = 0.0  # of the whole machine
+    threads: int = 0
+    open_files: int = 0
+    system_memory_percent: float = 0.0
+    system_cpu_percent: float = 0.0
+
+
+class Monitor:
+    def __init__(
+        self,
+        settings: Settings,
+        loop: PollLoop,
+        stats: Stats,
+        dependencies: Dependencies,
+        engine: Engine,
+        redis: RedisSink,
+        alerts: AlertEngine,
+    ) -> None:
+        self.settings = settings
+        self.loop = loop
+        self.stats = stats
+        self.dependencies = dependencies
+        self.engine = engine
+        self.redis = redis
+        self.alerts = alerts
+        self.thresholds = HealthThresholds()
+        self.lag: dict[int, PartitionLag] = {}
+        self.resources = Resources()
+        self._windows: dict[int, LagWindow] = {}
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # first call primes the measurement
+        psutil.cpu_percent(None)
+        self._cores = psutil.cpu_count() or 1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
+        base = {"bootstrap.servers": settings.kafka_bootstrap_servers, **settings.kafka_client}
+        self._offsets = Consumer(
+            {**base, "group.id": settings.kafka_group_id, "enable.auto.commit": False}
+        )
+        self._peek = Consumer(
+            {**base, "group.id": f"{settings.kafka_group_id}.lag-probe-{uuid.uuid4().hex[:8]}",
+             "enable.auto.commit": False, "enable.partition.eof": False}
+        )  # fmt: skip
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for client in (self._offsets, self._peek):
+            with contextlib.suppress(RuntimeError):
+                client.close()
+
+    # --- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        s = self.settings
+        next_lag = next_alert = time.monotonic()
+        next_summary = time.monotonic() + s.metrics_summary_interval_s
+        while not self._stop.wait(TICK_S):
+            now = time.monotonic()
+            try:
+                self._sample_resources()
+                if now >= next_lag:
+                    next_lag = now + s.lag_sample_interval_s
+                    self._probe_dependencies()
+                    self._sample_lag()
+                if now >= next_alert:
+                    next_alert = now + s.alert_check_interval_s
+                    self.alerts.check(self.observation())
+                if now >= next_summary:
+                    next_summary = now + s.metrics_summary_interval_s
+                    self._summary()
+            except Exception:  # the monitor must outlive any one failed probe
+                log.exception("monitor tick failed")
+
+    def _sample_resources(self) -> None:
+        p = self._process
+        with p.oneshot():
+            rss = p.memory_info().rss
+            self.resources = Resources(
+                rss_mb=round(rss / 1_048_576, 1),
+                process_memory_percent=round(p.memory_percent(), 2),
+                process_cpu_percent=round(p.cpu_percent(None) / self._cores, 1),
+                threads=p.num_threads(),
+                open_files=p.num_fds(),
+                system_memory_percent=psutil.virtual_memory().percent,
+                system_cpu_percent=psutil.cpu_percent(None),
+            )
+
+    def _probe_dependencies(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            self.dependencies.report("mysql", True)
+        except Exception as exc:
+            self.dependencies.report("mysql", False, f"{type(exc).__name__}: {exc}")
+        up = self.redis.ping()
+        self.dependencies.report("redis", up, None if up else "PING failed")
+
+    def _sample_lag(self) -> None:
+        topic = self.settings.kafka_topic
+        owned = dict(self.loop.partitions)
+        for p in [p for p in self._windows if p not in owned]:
+            del self._windows[p]
+            self.lag.pop(p, None)
+        if not owned:
+            return
+        tps = [TopicPartition(topic, p) for p in owned]
+        try:
+            committed = {tp.partition: tp.offset for tp in self._offsets.committed(tps, 5)}
+            highs = {
+                p: self._offsets.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=5, cached=False
+                )[1]
+                for p in owned
+            }
+        except KafkaException as exc:
+            self.dependencies.report("kafka", False, str(exc))
+            return
+        self.dependencies.report("kafka", True)
+        now = time.time()
+        for p, state in owned.items():
+            offset = committed.get(p)
+            position = offset if offset is not None and offset >= 0 else None
+            high = highs[p]
+            window = self._windows.setdefault(p, LagWindow(self.settings.lag_window_s))
+            sample = LagSample(now, position, high)
+            window.add(sample)
+            time_lag = 0.0
+            if sample.lag > 0:
+                oldest = state.worker.oldest_pending_timestamp_ms()
+                if oldest is None:
+                    oldest = self._peek_timestamp_ms(p, position or 0)
+                if oldest is not None and oldest > 0:
+                    time_lag = max(0.0, now - oldest / 1000.0)
+            self.lag[p] = PartitionLag(
+                window.evaluate(now), sample.lag, round(time_lag, 3), position, high, now
+            )
+
+    def _peek_timestamp_ms(self, partition: int, offset: int) -> int | None:
+        """Timestamp of the next unconsumed message of a partition (read, never committed)."""
+        try:
+            self._peek.assign([TopicPartition(self.settings.kafka_topic, partition, offset)])
+            for msg in self._peek.consume(1, timeout=1.0):
+                if msg.error() is None:
+                    return int(msg.timestamp()[1])
+            return None
+        finally:
+            self._peek.unassign()
+
+    def _summary(self) -> None:
+        summary = self.stats.take_summary(self.settings.metrics_summary_interval_s)
+        log.info("summary", extra={"summary": summary})
+        if self.settings.metrics_summary_file:
+            try:
+                write_atomically(self.settings.metrics_summary_file, summary)
+            except OSError as exc:
+                log.warning("could not write METRICS_SUMMARY_FILE: %s", exc)
+
+    # --- snapshots for the HTTP thread and the collector ----------------------------------
+
+    def queue_utilizations(self) -> dict[int, float]:
+        cap = self.settings.worker_queue_max_records
+        return {p: s.worker.queued_records / cap for p, s in dict(self.loop.partitions).items()}
+
+    def observation(self) -> Observation:
+        deps = self.dependencies.snapshot()
+        lag = dict(self.lag)
+        return Observation(
+            error_rate=self.stats.error_rate(),
+            max_queue_utilization=max(self.queue_utilizations().values(), default=0.0),
+            memory_percent=max(self.resources.system_memory_percent,
+                               self.resources.process_memory_percent),
+            max_time_lag_s=max((pl.time_lag_s for pl in lag.values()), default=0.0),
+            lag_statuses={p: pl.status for p, pl in lag.items()},
+            dependencies_down=[name for name, st in deps.items() if not st.up],
+        )  # fmt: skip
+
+    def verdict(self) -> HealthVerdict:
+        r = self.resources
+        age = time.monotonic() - self.loop.stats.last_poll_at
+        return evaluate(
+            HealthInputs(
+                error_rate=self.stats.error_rate(),
+                process_cpu_percent=r.process_cpu_percent,
+                memory_percent=r.system_memory_percent,
+                queue_utilization=max(self.queue_utilizations().values(), default=0.0),
+                dependencies={n: st.up for n, st in self.dependencies.snapshot().items()},
+                lag_statuses={p: pl.status for p, pl in dict(self.lag).items()},
+                poll_loop_alive=age <= self.settings.liveness_max_age_s,
+            ),
+            self.thresholds,
+        )
