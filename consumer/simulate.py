@@ -267,14 +267,15 @@ def simulate(
         if message.invalid:
             summary.invalid[message.invalid] += 1
         if progress and now >= next_progress:
-            next_progress = now + 1.0
+            next_progress = now + (1.0 if sys.stderr.isatty() else 10.0)
             _progress(summary, elapsed, duration_s)
     remaining = producer.flush(60)
     summary.delivery_errors += remaining
     summary.seconds = time.monotonic() - started
     if progress:
         _progress(summary, summary.seconds, duration_s)
-        sys.stderr.write("\n")
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
     return summary
 
 
@@ -283,8 +284,10 @@ def _progress(summary: SimSummary, elapsed: float, duration_s: float | None) -> 
     frac = min(1.0, elapsed / duration_s) if duration_s else 0.0
     bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
     rate = summary.sent_messages / elapsed if elapsed > 0 else 0.0
-    sys.stderr.write(
-        f"\r[{bar}] {elapsed:6.1f}s sent={summary.sent_messages} "
+    line = (
+        f"[{bar}] {elapsed:6.1f}s sent={summary.sent_messages} "
         f"readings={summary.sent_readings} rate={rate:,.0f} msg/s"
     )
+    # Redraw in place on a terminal; one line per update in a log file.
+    sys.stderr.write("\r" + line if sys.stderr.isatty() else line + "\n")
     sys.stderr.flush()
