@@ -18,5 +18,6 @@ def stack() -> Iterator[Stack]:
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    client.flushdb()  # latest-state assertions must not see an earlier run's devices
     yield client
     client.close()

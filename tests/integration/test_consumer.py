@@ -403,3 +403,41 @@ def test_run_refuses_an_unmigrated_database(stack: Stack) -> None:
     )
     assert proc.returncode == 2
     assert "health-consumer migrate" in proc.stderr
+
+
+def test_rebalances_mid_stream_lose_nothing_and_keep_latest_state(
+    stack: Stack, redis_client: redis.Redis
+) -> None:
+    """Scale out, then in, while data flows: revoked partitions flush and commit on the way."""
+    msgs = sim_messages(12000, seed=909, devices=200, array_ratio=0.05)
+    exp = expected(msgs)
+    n = len(exp["readings"])
+    a = stack.consumer(BATCH_MAX_RECORDS="300").start()
+    kafka_msgs = as_kafka(msgs)
+
+    def paced() -> None:  # ~10 s of traffic, so both rebalances happen mid-stream
+        for i in range(0, len(kafka_msgs), 600):
+            stack.produce(kafka_msgs[i : i + 600])
+            time.sleep(0.25)
+
+    producer = threading.Thread(target=paced)
+    producer.start()
+    wait_for(lambda: stack.health_rows() > n // 5, 60, what="a fifth written")
+    assert producer.is_alive()
+    b = stack.consumer(BATCH_MAX_RECORDS="300").start()  # cooperative rebalance: A gives up some
+    wait_for(
+        lambda: b.metric("health_consumer_records_written_total{sink=mysql}") > 0,
+        60,
+        what="B writing",
+    )
+    assert producer.is_alive()
+    assert a.terminate() == 0  # scale in: B takes over A's partitions
+    producer.join()
+    wait_rows(stack, n, timeout=180)
+    wait_committed(stack)
+    assert b.metric("health_consumer_rebalances_total{event=assign}") >= 2
+    for sn, ts in exp["latest"].items():
+        assert redis_client.hget(f"health_data:{sn}", "timestamp") == ts.strftime(
+            "%Y-%m-%d %H:%M:%S"
+        )
+    assert b.terminate() == 0
