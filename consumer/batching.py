@@ -67,9 +67,6 @@ class Batch:
             raise ValueError("an empty batch has no offset to commit")
         return self.messages[-1].offset + 1
 
-    def records(self) -> list[HealthRecord]:
-        return [r for m in self.messages for r in m.records]
-
     def dead_letters(self) -> list[PendingMessage]:
         return [m for m in self.messages if m.dead_letter is not None]
 

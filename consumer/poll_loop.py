@@ -12,7 +12,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from confluent_kafka import (
     OFFSET_INVALID,
@@ -62,13 +62,10 @@ class PartitionState:
     paused: bool = False
     committed: int | None = None  # last offset the broker acknowledged
     requested: int | None = None  # async commit in flight
-    consumed_offset: int | None = None  # last offset handed to the worker
-    consumed_timestamp_ms: int | None = None
 
 
 @dataclass(slots=True)
 class LoopStats:
-    assigned_at: dict[int, float] = field(default_factory=dict)
     last_poll_at: float = 0.0
     last_commit_at: float = 0.0
     joined: bool = False
@@ -187,8 +184,6 @@ class PollLoop:
             if state is None:  # fetched just before a revoke: the next owner re-reads it
                 continue
             state.worker.enqueue(batch)
-            state.consumed_offset = batch[-1].offset
-            state.consumed_timestamp_ms = batch[-1].timestamp_ms
 
     def _check_workers(self) -> None:
         for p, state in self.partitions.items():
@@ -294,7 +289,6 @@ class PollLoop:
             worker = PartitionWorker(tp.partition, self.sinks, self.policy, self._on_flushed)
             worker.start()
             self.partitions[tp.partition] = PartitionState(worker)
-            self.stats.assigned_at[tp.partition] = time.time()
             self._fresh.append(tp.partition)
         log.info(
             "partitions assigned",
@@ -334,7 +328,6 @@ class PollLoop:
     def _forget(self, partitions: list[int]) -> None:
         for p in partitions:
             self.partitions.pop(p, None)
-            self.stats.assigned_at.pop(p, None)
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():

@@ -34,7 +34,6 @@ class PartitionWorker:
         self.processed_records = 0
         self.processed_messages = 0
         self.error_messages = 0  # dead-lettered messages and DB-rejected rows
-        self.failed_flushes = 0
         self.last_flush_at: float | None = None
         self._inbox: deque[PendingMessage] = deque()
         self._batch = Batch(partition)
@@ -109,7 +108,6 @@ class PartitionWorker:
         except Exception:
             # A bug, not a dependency outage: stop this partition without committing, loudly.
             log.exception("worker crashed", extra={"partition": self.partition})
-            self.failed_flushes += 1
             raise
 
     def _fill(self, batch: Batch) -> bool:

@@ -37,7 +37,13 @@ class Delivery:
 
 
 class DeadLetterSink:
-    def __init__(self, bootstrap_servers: str, topic: str, client_props: dict[str, str]) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        client_props: dict[str, str],
+        delivery_timeout_s: float = 30.0,
+    ) -> None:
         conf: dict[str, object] = {
             "bootstrap.servers": bootstrap_servers,
             "enable.idempotence": True,
@@ -45,6 +51,8 @@ class DeadLetterSink:
             "linger.ms": 5,
             "compression.type": "lz4",
             "client.id": "healthstream-dlq",
+            # A failed delivery comes back after this long and is resent by the flush.
+            "message.timeout.ms": int(delivery_timeout_s * 1000),
             **client_props,
         }
         self.topic = topic
@@ -94,9 +102,6 @@ class DeadLetterSink:
     def _serve(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.1)
-
-    def flush(self, timeout_s: float) -> int:
-        return int(self._producer.flush(timeout_s))
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.flush(timeout_s)
