@@ -26,6 +26,7 @@ from sqlalchemy.dialects.mysql import DATETIME
 
 metadata = MetaData()
 
+NOW = text("CURRENT_TIMESTAMP")
 NOW3 = text("CURRENT_TIMESTAMP(3)")
 
 health_data = Table(
@@ -57,42 +58,36 @@ health_data = Table(
     Index("idx_health_customer_ts", "customer_id", "timestamp"),
 )
 
-health_data_daily = Table(
-    "t_user_health_data_daily",
-    metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("device_sn", String(64), nullable=False),
-    Column("customer_id", BigInteger),
-    Column("org_id", BigInteger),
-    Column("user_id", BigInteger),
-    Column("date", Date, nullable=False),
-    Column("sleep_data", JSON),
-    Column("exercise_daily_data", JSON),
-    Column("workout_data", JSON),
-    Column("scientific_sleep_data", JSON),
-    # Reading time of the newest data merged in: a replay of older data only fills gaps.
-    Column("data_timestamp", DateTime, nullable=False),
-    Column("create_time", DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
-    Column("update_time", DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
-    UniqueConstraint("device_sn", "date", name="uk_daily_device_date"),
-    Index("idx_daily_customer_date", "customer_id", "date"),
-)
 
-health_data_weekly = Table(
-    "t_user_health_data_weekly",
-    metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("device_sn", String(64), nullable=False),
-    Column("customer_id", BigInteger),
-    Column("org_id", BigInteger),
-    Column("user_id", BigInteger),
-    Column("week_start", Date, nullable=False),
-    Column("exercise_week_data", JSON),
-    Column("data_timestamp", DateTime, nullable=False),
-    Column("create_time", DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
-    Column("update_time", DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
-    UniqueConstraint("device_sn", "week_start", name="uk_weekly_device_week"),
-    Index("idx_weekly_customer_week", "customer_id", "week_start"),
+def _slow_field_table(name: str, period: str, json_columns: tuple[str, ...], suffix: str) -> Table:
+    """Daily and weekly rows: one per (device, period), slow fields merged newest-first."""
+    return Table(
+        name,
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("device_sn", String(64), nullable=False),
+        Column("customer_id", BigInteger),
+        Column("org_id", BigInteger),
+        Column("user_id", BigInteger),
+        Column(period, Date, nullable=False),
+        *(Column(c, JSON) for c in json_columns),
+        # Reading time of the newest data merged in: a replay of older data only fills gaps.
+        Column("data_timestamp", DateTime, nullable=False),
+        Column("create_time", DateTime, nullable=False, server_default=NOW),
+        Column("update_time", DateTime, nullable=False, server_default=NOW),
+        UniqueConstraint("device_sn", period, name=f"uk_{suffix}_device_{period.split('_')[0]}"),
+        Index(f"idx_{suffix}_customer_{period.split('_')[0]}", "customer_id", period),
+    )
+
+
+health_data_daily = _slow_field_table(
+    "t_user_health_data_daily",
+    "date",
+    ("sleep_data", "exercise_daily_data", "workout_data", "scientific_sleep_data"),
+    "daily",
+)
+health_data_weekly = _slow_field_table(
+    "t_user_health_data_weekly", "week_start", ("exercise_week_data",), "weekly"
 )
 
 alert_rules = Table(
@@ -108,8 +103,8 @@ alert_rules = Table(
     Column("alert_message", String(255)),
     Column("customer_id", BigInteger, nullable=False, server_default=text("0")),
     Column("is_enabled", SmallInteger, nullable=False, server_default=text("1")),
-    Column("create_time", DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
-    Column("update_time", DateTime, nullable=False, server_default=text("CURRENT_TIMESTAMP")),
+    Column("create_time", DateTime, nullable=False, server_default=NOW),
+    Column("update_time", DateTime, nullable=False, server_default=NOW),
     Index("idx_rules_enabled_customer", "is_enabled", "customer_id"),
 )
 

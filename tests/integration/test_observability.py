@@ -206,3 +206,28 @@ def test_slow_db_raises_lag_and_fires_then_resolves_processing_lag(stack: Stack)
         proc.terminate()
     finally:
         hook.close()
+
+
+def test_redis_outage_degrades_but_the_db_keeps_filling(stack: Stack) -> None:
+    proc = stack.consumer(**FAST, REDIS_RETRY_MAX_S="0.5").start()
+    services = str(ROOT / "scripts" / "services.sh")
+    subprocess.run([services, "down", "redis"], check=True, timeout=60)
+    try:
+        n = produce_readings(stack, 1500, seed=803)
+        wait_for(lambda: stack.health_rows() >= n, 60, what="rows while Redis is down")
+        assert proc.metric("health_consumer_redis_errors_total") > 0
+        _, health = wait_for(
+            lambda: (r := get_json(proc, "/api/batch_processor/health"))[0] == 503 and r,
+            30,
+            what="degraded",
+        )
+        assert health["status"] == "degraded"
+        assert health["checks"]["dependencies"]["redis"]["status"] == "down"
+        assert proc.metric("health_consumer_dependency_up{dependency=redis}") == 0
+    finally:
+        subprocess.run([services, "up", "redis"], check=True, timeout=60)
+    wait_for(
+        lambda: get_json(proc, "/api/batch_processor/health")[0] == 200, 60, what="healthy again"
+    )
+    assert stack.health_rows() == n
+    proc.terminate()
