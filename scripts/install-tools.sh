@@ -10,24 +10,9 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUNTIME_DIR=${HEALTHSTREAM_RUNTIME_DIR:-$REPO_ROOT/.runtime}
-mkdir -p "$RUNTIME_DIR"
-RUNTIME_DIR=$(cd "$RUNTIME_DIR" && pwd)
-LOG_DIR="$RUNTIME_DIR/logs"
-RUN_DIR="$RUNTIME_DIR/run"
-mkdir -p "$LOG_DIR" "$RUN_DIR"
-export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
-
+LOG_PREFIX=install-tools
 # shellcheck source=scripts/lib/common.sh
 source "$REPO_ROOT/scripts/lib/common.sh"
-
-# common.sh prefixes its messages with [services]; these are ours.
-log() { printf '[install-tools] %s\n' "$*"; }
-warn() { printf '[install-tools] WARNING: %s\n' "$*" >&2; }
-die() {
-    printf '[install-tools] ERROR: %s\n' "$*" >&2
-    exit 1
-}
 
 # Pids of running Prometheus servers, one per line (a developer's own one included).
 prometheus_pids() {

@@ -22,15 +22,6 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUNTIME_DIR=${HEALTHSTREAM_RUNTIME_DIR:-$REPO_ROOT/.runtime}
-mkdir -p "$RUNTIME_DIR"
-RUNTIME_DIR=$(cd "$RUNTIME_DIR" && pwd)
-LOG_DIR="$RUNTIME_DIR/logs"
-RUN_DIR="$RUNTIME_DIR/run"
-mkdir -p "$LOG_DIR" "$RUN_DIR"
-# mariadbd and friends live in /usr/sbin, which a non-login root shell may not have.
-export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
-
 # shellcheck source=scripts/lib/common.sh
 source "$REPO_ROOT/scripts/lib/common.sh"
 # shellcheck source=scripts/lib/mariadb.sh

@@ -1,13 +1,24 @@
 # shellcheck shell=bash
 # Shared helpers for scripts/services.sh: output, timing, waits, pid files, ports, apt.
-# Sourced, never executed. Expects REPO_ROOT, RUNTIME_DIR, LOG_DIR and RUN_DIR to be set.
+# Sourced, never executed. Expects REPO_ROOT to be set; sets up the runtime folder
+# (RUNTIME_DIR, LOG_DIR, RUN_DIR) every script shares. LOG_PREFIX names the caller in messages.
 
 # --- output -------------------------------------------------------------------------
 
-log() { printf '[services] %s\n' "$*"; }
-warn() { printf '[services] WARNING: %s\n' "$*" >&2; }
+RUNTIME_DIR=${HEALTHSTREAM_RUNTIME_DIR:-$REPO_ROOT/.runtime}
+mkdir -p "$RUNTIME_DIR"
+RUNTIME_DIR=$(cd "$RUNTIME_DIR" && pwd)
+LOG_DIR="$RUNTIME_DIR/logs"
+RUN_DIR="$RUNTIME_DIR/run"
+mkdir -p "$LOG_DIR" "$RUN_DIR"
+# mariadbd and friends live in /usr/sbin, which a non-login root shell may not have.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+LOG_PREFIX=${LOG_PREFIX:-services}
+
+log() { printf '[%s] %s\n' "$LOG_PREFIX" "$*"; }
+warn() { printf '[%s] WARNING: %s\n' "$LOG_PREFIX" "$*" >&2; }
 die() {
-    printf '[services] ERROR: %s\n' "$*" >&2
+    printf '[%s] ERROR: %s\n' "$LOG_PREFIX" "$*" >&2
     exit 1
 }
 
