@@ -25,8 +25,8 @@ from confluent_kafka import Producer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumer.replicas import histogram_quantile, total  # noqa: E402
-from consumer.simulate import ReadingGenerator  # noqa: E402
+from consumer.tools.replicas import histogram_quantile, total  # noqa: E402
+from consumer.tools.simulate import ReadingGenerator  # noqa: E402
 from schemas.decode import decode_message  # noqa: E402
 from tests.integration.stack import KAFKA, Stack, drop_stack, make_stack, wait_for  # noqa: E402
 

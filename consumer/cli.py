@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "run":
         from consumer.db.migrate import SchemaNotReady
+        from consumer.pipeline.poll_loop import WorkerFailed
         from consumer.service import run
 
         try:
@@ -64,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         except SchemaNotReady as exc:
             print(f"health-consumer: {exc}", file=sys.stderr)
             return 2
+        except WorkerFailed as exc:  # already logged with partition and offsets
+            print(f"health-consumer: stopped on an unexpected fault: {exc}", file=sys.stderr)
+            return 3
         return 0
 
-    from consumer.simulate import DEFAULT_START, ReadingGenerator, simulate
+    from consumer.tools.simulate import DEFAULT_START, ReadingGenerator, simulate
 
     if args.duration is None and args.messages is None:
         print("health-consumer simulate: give --duration or --messages", file=sys.stderr)

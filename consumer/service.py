@@ -9,26 +9,28 @@ import signal
 import threading
 from types import FrameType
 
-from prometheus_client import ProcessCollector
+from prometheus_client import CollectorRegistry, ProcessCollector
 
-from consumer.api import Api
-from consumer.batching import Batch
-from consumer.collector import ReplicaCollector
 from consumer.db.migrate import check_schema
 from consumer.dependencies import Dependencies
-from consumer.flush import FlushReport, Sinks
-from consumer.health import Band, HealthThresholds
 from consumer.health_alerts.repository import RuleCache
-from consumer.http import Sidecar
-from consumer.metrics import Metrics, observe_flush
-from consumer.monitor import Monitor
-from consumer.ops_alerts import AlertEngine, AlertThresholds, WebhookNotifier
-from consumer.poll_loop import PollLoop
+from consumer.observe.api import Api
+from consumer.observe.health import Band, HealthThresholds
+from consumer.observe.http import Sidecar
+from consumer.observe.monitor import Monitor
+from consumer.observe.ops_alerts import AlertEngine
+from consumer.observe.ops_rules import AlertThresholds
+from consumer.observe.prometheus import ReplicaCollector
+from consumer.observe.webhook import WebhookNotifier
+from consumer.pipeline.batching import BatchPolicy
+from consumer.pipeline.flush import Flusher, RetryPolicy, Sinks
+from consumer.pipeline.ledger import Ledger
+from consumer.pipeline.poll_loop import PollLoop
+from consumer.pipeline.worker import PartitionWorker
 from consumer.settings import Settings
 from consumer.sinks.dlq import DeadLetterSink
 from consumer.sinks.mysql import MySQLSink, make_engine
 from consumer.sinks.redis import RedisSink
-from consumer.stats import Stats
 from consumer.topics import admin_client, ensure_topic, partition_count
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class Replica:
         source_partitions = partition_count(admin, settings.kafka_topic)
         ensure_topic(admin, settings.dlq_topic, partitions=min(source_partitions, 6))
         self.dependencies = Dependencies()
-        self.metrics = Metrics()
+        self.ledger = Ledger()
         self.sinks = Sinks(
             topic=settings.kafka_topic,
             mysql=MySQLSink(self.engine),
@@ -62,14 +64,9 @@ class Replica:
                 settings.kafka_client,
                 settings.dlq_delivery_timeout_s,
             ),
-            rules=RuleCache(self.engine, settings.alert_rules_refresh_s),
-            dependencies=self.dependencies,
-            metrics=self.metrics,
-            db_backoff_initial_s=settings.db_retry_initial_backoff_s,
-            db_backoff_max_s=settings.db_retry_max_backoff_s,
         )
-        self.stats = Stats(window_s=settings.stats_window_s)
-        self.loop = PollLoop(settings, self.sinks, on_flushed=self._flushed)
+        self.rules = RuleCache(self.engine, settings.alert_rules_refresh_s)
+        self.loop = PollLoop(settings, self._new_worker, self.ledger, self.dependencies)
         self.webhook = (
             WebhookNotifier(settings.alert_webhook_url) if settings.alert_webhook_url else None
         )
@@ -83,7 +80,7 @@ class Replica:
             notify=self.webhook,
         )
         self.monitor = Monitor(
-            settings, self.loop, self.stats, self.dependencies, self.engine,
+            settings, self.loop.view, self.ledger, self.dependencies, self.engine,
             self.sinks.redis, self.alerts,
         )  # fmt: skip
         self.monitor.thresholds = HealthThresholds(
@@ -94,27 +91,22 @@ class Replica:
             queue_utilization=Band(settings.health_queue_degraded,
                                    settings.health_queue_unhealthy),
         )  # fmt: skip
-        self.metrics.registry.register(ReplicaCollector(self.monitor, self.stats))
-        ProcessCollector(registry=self.metrics.registry)
+        self.registry = CollectorRegistry()
+        self.registry.register(ReplicaCollector(self.monitor, self.ledger))
+        ProcessCollector(registry=self.registry)
         self.sidecar = Sidecar(
-            settings.http_host, settings.http_port, self.metrics, Api(self.monitor).routes()
-        )
+            settings.http_host, settings.http_port, self.registry, Api(self.monitor).routes(),
+            settings.http_max_connections, settings.http_timeout_s,
+        )  # fmt: skip
 
-    def _flushed(self, report: FlushReport, batch: Batch) -> None:
-        """Per-batch bookkeeping, on the worker's thread: metrics and the batch record."""
-        observe_flush(self.metrics, report, [m.timestamp_ms for m in batch.messages])
-        self.stats.record(
-            partition=report.partition,
-            size=report.records,
-            messages=report.messages,
-            success=report.inserted,
-            duplicates=report.duplicates,
-            errors=report.dead_letters,
-            total_s=report.total_seconds,
-            db_s=report.db_seconds,
-            redis_s=report.redis_seconds,
-            alerts_s=report.alert_seconds,
-        )
+    def _new_worker(self, partition: int) -> PartitionWorker:
+        s = self.settings
+        flusher = Flusher(
+            partition, self.sinks, self.rules, self.dependencies, self.ledger,
+            RetryPolicy(s.db_retry_initial_backoff_s, s.db_retry_max_backoff_s),
+        )  # fmt: skip
+        policy = BatchPolicy(s.batch_max_records, s.batch_max_wait_ms / 1000.0)
+        return PartitionWorker(partition, flusher, policy)
 
     def run(self) -> None:
         self.sidecar.start()

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # Sidecar / observability
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=0, le=65_535)
+    http_max_connections: int = Field(32, ge=1, le=10_000)
+    http_timeout_s: float = Field(5.0, gt=0, le=300)
     metrics_summary_interval_s: float = Field(30.0, gt=0, le=86_400)
     metrics_summary_file: str | None = None
     stats_window_s: float = Field(60.0, gt=0, le=3600)

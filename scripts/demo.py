@@ -19,9 +19,9 @@ from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import create_engine, text
 
 from consumer.db.migrate import upgrade_to_head
-from consumer.replicas import ReplicaProcess, histogram_quantile, total
 from consumer.settings import load_settings
-from consumer.simulate import ReadingGenerator, simulate
+from consumer.tools.replicas import ReplicaProcess, histogram_quantile, total
+from consumer.tools.simulate import ReadingGenerator, simulate
 from consumer.topics import admin_client, ensure_topic
 
 ROOT = Path(__file__).resolve().parents[1]

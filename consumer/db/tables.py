@@ -59,6 +59,10 @@ health_data = Table(
 )
 
 
+DAILY_FIELDS = ("sleep_data", "exercise_daily_data", "workout_data", "scientific_sleep_data")
+WEEKLY_FIELDS = ("exercise_week_data",)
+
+
 def _slow_field_table(name: str, period: str, json_columns: tuple[str, ...], suffix: str) -> Table:
     """Daily and weekly rows: one per (device, period), slow fields merged newest-first."""
     return Table(
@@ -80,14 +84,9 @@ def _slow_field_table(name: str, period: str, json_columns: tuple[str, ...], suf
     )
 
 
-health_data_daily = _slow_field_table(
-    "t_user_health_data_daily",
-    "date",
-    ("sleep_data", "exercise_daily_data", "workout_data", "scientific_sleep_data"),
-    "daily",
-)
+health_data_daily = _slow_field_table("t_user_health_data_daily", "date", DAILY_FIELDS, "daily")
 health_data_weekly = _slow_field_table(
-    "t_user_health_data_weekly", "week_start", ("exercise_week_data",), "weekly"
+    "t_user_health_data_weekly", "week_start", WEEKLY_FIELDS, "weekly"
 )
 
 alert_rules = Table(
@@ -128,3 +127,14 @@ alert_info = Table(
     Index("idx_alert_status_time", "alert_status", "create_time"),
     Index("idx_alert_customer_status", "customer_id", "alert_status"),
 )
+
+
+def written_columns(table: Table, *skip: str) -> tuple[str, ...]:
+    """The columns the consumer writes, in table order: all but the server-filled ones."""
+    server_filled = {"id", "create_time", "update_time", *skip}
+    return tuple(c.name for c in table.columns if c.name not in server_filled)
+
+
+# The sinks take their column lists from here, so a table change cannot drift from them.
+HEALTH_COLUMNS = written_columns(health_data)
+ALERT_COLUMNS = written_columns(alert_info, "health_id")

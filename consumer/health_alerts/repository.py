@@ -16,7 +16,7 @@ from decimal import Decimal
 from sqlalchemy import Engine, select
 
 from consumer.db.tables import alert_rules
-from consumer.health_alerts.rules import SIGN_FIELDS, AlertRule
+from consumer.health_alerts.rules import SIGN_FIELDS, HealthRule
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,10 @@ class RuleCache:
         self._refresh_s = refresh_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._rules: list[AlertRule] = []
+        self._rules: list[HealthRule] = []
         self._loaded_at: float | None = None
 
-    def rules(self) -> list[AlertRule]:
+    def rules(self) -> list[HealthRule]:
         now = self._clock()
         if self._loaded_at is not None and now - self._loaded_at < self._refresh_s:
             return self._rules
@@ -60,7 +60,7 @@ class RuleCache:
         self._loaded_at = now
 
 
-def load_rules(engine: Engine) -> list[AlertRule]:
+def load_rules(engine: Engine) -> list[HealthRule]:
     query = select(alert_rules).where(alert_rules.c.is_enabled == 1).order_by(alert_rules.c.id)
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
@@ -72,7 +72,7 @@ def load_rules(engine: Engine) -> list[AlertRule]:
             )
             continue
         rules.append(
-            AlertRule(
+            HealthRule(
                 id=int(row["id"]),
                 rule_type=row["rule_type"],
                 physical_sign=row["physical_sign"],

@@ -3,7 +3,7 @@
 A rule fires when a device has produced `trend_duration` consecutive violating readings;
 it fires once per run. A reading that did not measure the sign (0 or absent) neither
 violates nor breaks the run. The legacy system's heart-rate, SpO2 and trend rules never
-fired; `evaluate` is the single place that decides, so tests pin it down.
+fired; `fire_alerts` is the single place that decides, so tests pin it down.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ SIGN_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 @dataclass(frozen=True, slots=True)
-class AlertRule:
+class HealthRule:
     id: int
     rule_type: str
     physical_sign: str
@@ -53,7 +53,7 @@ class AlertRule:
 class Alert:
     """One firing, keyed (device_sn, rule_id, timestamp) so a replay maps to the same row."""
 
-    rule: AlertRule
+    rule: HealthRule
     record: HealthRecord
     value: Decimal | int
     field: str
@@ -73,7 +73,7 @@ def _fmt(bound: Decimal | None) -> str:
     return "-inf" if bound is None else str(bound)
 
 
-def measured_values(rule: AlertRule, record: HealthRecord) -> list[tuple[str, Decimal | int]]:
+def measured_values(rule: HealthRule, record: HealthRecord) -> list[tuple[str, Decimal | int]]:
     """The values of the rule's sign that this reading actually measured."""
     out: list[tuple[str, Decimal | int]] = []
     for name in SIGN_FIELDS.get(rule.physical_sign, ()):
@@ -84,7 +84,7 @@ def measured_values(rule: AlertRule, record: HealthRecord) -> list[tuple[str, De
 
 
 def first_violation(
-    rule: AlertRule, values: list[tuple[str, Decimal | int]]
+    rule: HealthRule, values: list[tuple[str, Decimal | int]]
 ) -> tuple[str, Decimal | int] | None:
     """The first measured value outside the rule's bounds (a missing bound is open)."""
     for name, value in values:
@@ -99,8 +99,8 @@ def first_violation(
 TrendState = dict[tuple[str, int], int]
 
 
-def evaluate(
-    rules: list[AlertRule], records: list[HealthRecord], state: TrendState
+def fire_alerts(
+    rules: list[HealthRule], records: list[HealthRecord], state: TrendState
 ) -> tuple[list[Alert], TrendState]:
     """Alerts fired by `records` (in arrival order) and the state after them.
 

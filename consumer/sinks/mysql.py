@@ -14,6 +14,7 @@ from typing import Any
 import pymysql
 from sqlalchemy import Connection, Engine, create_engine, exc
 
+from consumer.db.tables import ALERT_COLUMNS
 from consumer.health_alerts.rules import Alert
 from consumer.sinks.mysql_rows import (
     DAILY_FIELDS,
@@ -46,6 +47,13 @@ ROW_ERROR_CODES = frozenset(
 
 class RowRejected(Exception):
     """The server rejected the statement because of the values of some row."""
+
+
+class BugInStatement(Exception):
+    """The server could not parse what we sent: retrying cannot help, isolating may."""
+
+
+PARSE_ERROR = 1064
 
 
 class DatabaseUnavailable(Exception):
@@ -108,16 +116,6 @@ HEALTH_SQL_HEAD = "INSERT INTO t_user_health_data ({}) VALUES ".format(
 HEALTH_SQL_TAIL = " ON DUPLICATE KEY UPDATE id = id"
 DAILY_SQL = _slow_upsert_sql("t_user_health_data_daily", "date", DAILY_FIELDS)
 WEEKLY_SQL = _slow_upsert_sql("t_user_health_data_weekly", "week_start", WEEKLY_FIELDS)
-ALERT_COLUMNS = (
-    "rule_id",
-    "alert_type",
-    "device_sn",
-    "alert_timestamp",
-    "alert_desc",
-    "severity_level",
-    "alert_status",
-    *PARTY_FIELDS,
-)
 ALERT_SQL = _insert_sql("t_alert_info", ALERT_COLUMNS, "id = id")
 
 
@@ -126,12 +124,17 @@ class MySQLSink:
         self.engine = engine
 
     def write(self, records: list[HealthRecord], alerts: list[Alert]) -> WriteResult:
-        """Write one batch atomically; raise RowRejected or DatabaseUnavailable."""
+        """Write one batch atomically; raise RowRejected or DatabaseUnavailable.
+
+        Anything else that escapes is a bug (ours or the driver's): the flush isolates it.
+        """
         try:
             with self.engine.begin() as conn:
                 return self._write(conn, records, alerts)
         except exc.DBAPIError as err:
-            raise classify(err) from err
+            raise classify(err.orig, err.connection_invalidated) from err
+        except pymysql.err.MySQLError as err:  # raised by the raw cursor of execute_literal
+            raise classify(err, False) from err
 
     def _write(
         self, conn: Connection, records: list[HealthRecord], alerts: list[Alert]
@@ -141,7 +144,7 @@ class MySQLSink:
             for start in range(0, len(records), ROWS_PER_STATEMENT):
                 chunk = records[start : start + ROWS_PER_STATEMENT]
                 sql = HEALTH_SQL_HEAD + render_health_values(chunk) + HEALTH_SQL_TAIL
-                result.inserted += conn.exec_driver_sql(sql).rowcount
+                result.inserted += execute_literal(conn, sql)
             result.duplicates = len(records) - result.inserted
             daily = daily_rows(records)
             if daily:
@@ -199,12 +202,30 @@ def _alert_row(alert: Alert) -> tuple[Any, ...]:
     )
 
 
-def classify(err: exc.DBAPIError) -> Exception:
-    """Row problems bisect; everything else (outage, deadlock, schema drift) is retried."""
-    orig = err.orig
+def execute_literal(conn: Connection, sql: str) -> int:
+    """Run SQL whose values are already rendered as escaped literals; return rowcount.
+
+    PyMySQL %-formats the statement whenever it is handed parameters, even an empty tuple
+    (and SQLAlchemy's exec_driver_sql hands it one), so a device SN like `SN%s` was stored
+    as `SN{}` and `100%` raised. The DB-API cursor called with no arguments at all is the one
+    path that sends the text verbatim.
+    """
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql)
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+def classify(orig: BaseException | None, connection_invalidated: bool) -> Exception:
+    """Row problems bisect; a statement the server cannot parse is our bug; everything
+    else (outage, deadlock, lost connection, schema drift) is retried."""
     code = orig.args[0] if orig is not None and orig.args else None
+    if isinstance(orig, pymysql.err.ProgrammingError) and code == PARSE_ERROR:
+        return BugInStatement(f"{code}: {orig.args[1] if len(orig.args) > 1 else orig}")
     if (
-        not err.connection_invalidated
+        not connection_invalidated
         and isinstance(orig, pymysql.err.MySQLError)
         and not isinstance(orig, pymysql.err.InterfaceError)
         and code in ROW_ERROR_CODES

@@ -14,37 +14,11 @@ from typing import Any
 
 from pymysql.converters import escape_string
 
+from consumer.db.tables import DAILY_FIELDS, HEALTH_COLUMNS, WEEKLY_FIELDS
 from schemas.record import HealthRecord
 
-HEALTH_COLUMNS: tuple[str, ...] = (
-    "device_sn",
-    "user_id",
-    "org_id",
-    "customer_id",
-    "heart_rate",
-    "pressure_high",
-    "pressure_low",
-    "blood_oxygen",
-    "stress",
-    "step",
-    "temperature",
-    "latitude",
-    "longitude",
-    "altitude",
-    "distance",
-    "calorie",
-    "sleep",
-    "timestamp",
-    "upload_method",
-)
+__all__ = ["DAILY_FIELDS", "HEALTH_COLUMNS", "PARTY_FIELDS", "WEEKLY_FIELDS"]
 
-DAILY_FIELDS: tuple[str, ...] = (
-    "sleep_data",
-    "exercise_daily_data",
-    "workout_data",
-    "scientific_sleep_data",
-)
-WEEKLY_FIELDS: tuple[str, ...] = ("exercise_week_data",)
 PARTY_FIELDS: tuple[str, ...] = ("customer_id", "org_id", "user_id")
 
 

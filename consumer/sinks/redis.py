@@ -17,7 +17,7 @@ import orjson
 import redis
 
 from consumer.health_alerts.rules import Alert
-from consumer.retry import Backoff
+from consumer.pipeline.retry import Backoff
 from schemas.record import HealthRecord, to_redis_fields
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy import Engine, create_engine, text
 
-from consumer.replicas import ReplicaProcess, total
+from consumer.tools.replicas import ReplicaProcess, total
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")

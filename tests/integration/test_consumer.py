@@ -13,7 +13,7 @@ import orjson
 import pytest
 import redis
 
-from consumer.simulate import ReadingGenerator, SimMessage
+from consumer.tools.simulate import ReadingGenerator, SimMessage
 from schemas.decode import decode_message
 from tests.integration.stack import ROOT, Stack, wait_for
 

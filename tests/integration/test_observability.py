@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.simulate import ReadingGenerator
+from consumer.tools.simulate import ReadingGenerator
 from tests.integration.stack import ROOT, ConsumerProcess, Stack, wait_for
 
 pytestmark = pytest.mark.integration

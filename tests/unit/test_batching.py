@@ -1,8 +1,8 @@
 import pytest
 
-from consumer.batching import Batch, BatchPolicy, DeadLetter, PendingMessage
-from consumer.flow_control import FlowControl
-from consumer.retry import Backoff
+from consumer.pipeline.batching import Batch, BatchPolicy, DeadLetter, PendingMessage
+from consumer.pipeline.flow_control import FlowControl
+from consumer.pipeline.retry import Backoff
 from tests.records import make_record
 
 

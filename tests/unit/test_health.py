@@ -1,13 +1,13 @@
-from consumer.health import (
+from consumer.observe.health import (
     Band,
     HealthInputs,
     HealthThresholds,
     Status,
     dependency_status,
-    evaluate,
+    judge,
     worst,
 )
-from consumer.lag import LagStatus
+from consumer.observe.lag import LagStatus
 
 OK_DEPS = {"kafka": True, "mysql": True, "redis": True}
 
@@ -35,21 +35,21 @@ def test_band_edges() -> None:
 
 
 def test_all_good_is_healthy() -> None:
-    assert evaluate(inputs(), HealthThresholds()).status is Status.HEALTHY
+    assert judge(inputs(), HealthThresholds()).status is Status.HEALTHY
 
 
 def test_each_check_can_degrade_or_fail_the_whole() -> None:
     t = HealthThresholds()
-    assert evaluate(inputs(error_rate=0.07), t).status is Status.DEGRADED
-    assert evaluate(inputs(error_rate=0.2), t).batch_processor is Status.UNHEALTHY
-    assert evaluate(inputs(memory_percent=85.0), t).system_resources is Status.DEGRADED
-    assert evaluate(inputs(process_cpu_percent=95.0), t).status is Status.UNHEALTHY
-    assert evaluate(inputs(queue_utilization=0.75), t).queue_health is Status.DEGRADED
-    assert evaluate(inputs(queue_utilization=0.95), t).status is Status.UNHEALTHY
-    assert evaluate(inputs(poll_loop_alive=False), t).status is Status.UNHEALTHY
+    assert judge(inputs(error_rate=0.07), t).status is Status.DEGRADED
+    assert judge(inputs(error_rate=0.2), t).batch_processor is Status.UNHEALTHY
+    assert judge(inputs(memory_percent=85.0), t).system_resources is Status.DEGRADED
+    assert judge(inputs(process_cpu_percent=95.0), t).status is Status.UNHEALTHY
+    assert judge(inputs(queue_utilization=0.75), t).queue_health is Status.DEGRADED
+    assert judge(inputs(queue_utilization=0.95), t).status is Status.UNHEALTHY
+    assert judge(inputs(poll_loop_alive=False), t).status is Status.UNHEALTHY
     stalled = inputs(lag_statuses={0: LagStatus.OK, 3: LagStatus.STALL})
-    assert evaluate(stalled, t).lag is Status.DEGRADED
-    assert evaluate(inputs(lag_statuses={0: LagStatus.WARN}), t).status is Status.HEALTHY
+    assert judge(stalled, t).lag is Status.DEGRADED
+    assert judge(inputs(lag_statuses={0: LagStatus.WARN}), t).status is Status.HEALTHY
 
 
 def test_required_dependencies_fail_and_the_cache_degrades() -> None:

@@ -1,6 +1,6 @@
 from decimal import Decimal
 
-from consumer.health_alerts.rules import AlertRule, evaluate
+from consumer.health_alerts.rules import HealthRule, fire_alerts
 from tests.records import make_record
 
 
@@ -11,8 +11,8 @@ def rule(
     trend: int = 1,
     customer: int = 0,
     rule_id: int = 1,
-) -> AlertRule:
-    return AlertRule(
+) -> HealthRule:
+    return HealthRule(
         id=rule_id,
         rule_type=f"{sign}_abnormal",
         physical_sign=sign,
@@ -28,7 +28,7 @@ def rule(
 def test_heart_rate_rule_fires_once_per_run_of_trend_duration() -> None:
     hr = [130, 131, 135, 140, 70, 125, 126, 127]
     records = [make_record(seconds=i, heart_rate=v) for i, v in enumerate(hr)]
-    alerts, state = evaluate([rule(trend=3)], records, {})
+    alerts, state = fire_alerts([rule(trend=3)], records, {})
     # first run of 4 violations fires once (at the 3rd), the second run of 3 fires once
     assert [a.record.heart_rate for a in alerts] == [135, 127]
     assert state[("CRFTQ23409001890", 1)] == 3
@@ -36,16 +36,16 @@ def test_heart_rate_rule_fires_once_per_run_of_trend_duration() -> None:
 
 def test_trend_survives_across_batches() -> None:
     r = rule(trend=3)
-    a1, s1 = evaluate([r], [make_record(seconds=0, heart_rate=150)], {})
-    a2, s2 = evaluate([r], [make_record(seconds=1, heart_rate=151)], s1)
-    a3, _ = evaluate([r], [make_record(seconds=2, heart_rate=152)], s2)
+    a1, s1 = fire_alerts([r], [make_record(seconds=0, heart_rate=150)], {})
+    a2, s2 = fire_alerts([r], [make_record(seconds=1, heart_rate=151)], s1)
+    a3, _ = fire_alerts([r], [make_record(seconds=2, heart_rate=152)], s2)
     assert (len(a1), len(a2), len(a3)) == (0, 0, 1)
     assert a3[0].description.startswith("heart_rate abnormal: heart_rate=152 outside [40, 120]")
 
 
 def test_state_is_not_mutated_so_a_failed_flush_can_retry() -> None:
     state = {("X", 1): 2}
-    evaluate([rule(trend=3)], [make_record("X", heart_rate=200)], state)
+    fire_alerts([rule(trend=3)], [make_record("X", heart_rate=200)], state)
     assert state == {("X", 1): 2}
 
 
@@ -55,7 +55,7 @@ def test_spo2_low_fires_and_zero_means_not_measured() -> None:
         make_record(seconds=0, blood_oxygen=0),
         make_record(seconds=1, blood_oxygen=85),
     ]
-    alerts, _ = evaluate([r], records, {})
+    alerts, _ = fire_alerts([r], records, {})
     assert [a.value for a in alerts] == [85]
 
 
@@ -67,14 +67,14 @@ def test_unmeasured_reading_neither_fires_nor_breaks_a_run() -> None:
         make_record(seconds=2, heart_rate=None),
         make_record(seconds=3, heart_rate=151),
     ]
-    alerts, _ = evaluate([r], records, {})
+    alerts, _ = fire_alerts([r], records, {})
     assert [a.record.heart_rate for a in alerts] == [151]
 
 
 def test_in_range_reading_resets_the_run() -> None:
     r = rule(trend=2)
     records = [make_record(seconds=i, heart_rate=v) for i, v in enumerate([150, 80, 150, 80])]
-    alerts, state = evaluate([r], records, {})
+    alerts, state = fire_alerts([r], records, {})
     assert alerts == []
     assert state == {}
 
@@ -87,7 +87,7 @@ def test_blood_pressure_rule_checks_either_value() -> None:
         make_record(seconds=2, pressure_high=120, pressure_low=80),
         make_record(seconds=3, pressure_high=120, pressure_low=50),
     ]
-    alerts, _ = evaluate([r], records, {})
+    alerts, _ = fire_alerts([r], records, {})
     assert [(a.field, a.value) for a in alerts] == [("pressure_high", 150), ("pressure_low", 50)]
 
 
@@ -95,7 +95,7 @@ def test_customer_scoped_rule_and_open_bounds() -> None:
     scoped = rule("temperature", lo=None, hi="37.5", customer=42)
     mine = make_record(seconds=0, customer_id=42, temperature=Decimal("38.1"))
     other = make_record("OTHER", seconds=0, customer_id=7, temperature=Decimal("38.1"))
-    alerts, _ = evaluate([scoped], [mine, other], {})
+    alerts, _ = fire_alerts([scoped], [mine, other], {})
     assert [a.record.device_sn for a in alerts] == [mine.device_sn]
 
 
@@ -106,7 +106,7 @@ def test_devices_are_tracked_independently() -> None:
         make_record("B", seconds=0, heart_rate=150),
         make_record("A", seconds=1, heart_rate=150),
     ]
-    alerts, state = evaluate([r], records, {})
+    alerts, state = fire_alerts([r], records, {})
     assert [a.record.device_sn for a in alerts] == ["A"]
     assert state == {("A", 1): 2, ("B", 1): 1}
 
@@ -126,5 +126,5 @@ def test_sleep_step_calorie_distance_stress_signs() -> None:
         distance=Decimal("60000"),
         stress=90,
     )
-    alerts, _ = evaluate(rules, [rec], {})
+    alerts, _ = fire_alerts(rules, [rec], {})
     assert sorted(a.rule.id for a in alerts) == [1, 2, 3, 4, 5]

@@ -1,6 +1,6 @@
 import pytest
 
-from consumer.lag import LagSample, LagStatus, LagWindow, evaluate
+from consumer.observe.lag import LagSample, LagStatus, LagWindow, classify_lag
 
 W = 300.0
 
@@ -23,55 +23,55 @@ def test_lag_is_watermark_minus_committed_clamped_and_none_is_zero() -> None:
 
 
 def test_empty_window_is_ok() -> None:
-    assert LagWindow().evaluate(now=1e9) is LagStatus.OK
-    assert evaluate([], now=0, window_s=W, last_commit_change_at=None) is LagStatus.OK
+    assert LagWindow().status(now=1e9) is LagStatus.OK
+    assert classify_lag([], now=0, window_s=W, last_commit_change_at=None) is LagStatus.OK
 
 
 def test_newest_lag_zero_is_ok_even_after_long_silence() -> None:
     w = window(s(0, 100, 150), s(100, 100, 150), s(200, 200, 200))
-    assert w.evaluate(now=10_000) is LagStatus.OK
+    assert w.status(now=10_000) is LagStatus.OK
 
 
 def test_committed_moving_and_lag_decreasing_is_ok() -> None:
     w = window(s(0, 100, 200), s(10, 150, 220), s(20, 210, 230))
-    assert w.evaluate(now=20) is LagStatus.OK
+    assert w.status(now=20) is LagStatus.OK
 
 
 def test_warn_when_committed_moves_but_lag_never_decreases() -> None:
     w = window(s(0, 100, 110), s(10, 110, 125), s(20, 120, 135))
     assert [x.lag for x in w.samples()] == [10, 15, 15]
-    assert w.evaluate(now=20) is LagStatus.WARN
+    assert w.status(now=20) is LagStatus.WARN
 
 
 def test_warn_needs_three_samples() -> None:
     w = window(s(0, 100, 110), s(10, 110, 125))
-    assert w.evaluate(now=10) is LagStatus.OK
+    assert w.status(now=10) is LagStatus.OK
 
 
 def test_warn_needs_committed_to_move() -> None:
     # Frozen offset but too short for STALL: not a warning, just too early to judge.
     w = window(s(0, 100, 110), s(10, 100, 120), s(20, 100, 130))
-    assert w.evaluate(now=20) is LagStatus.OK
+    assert w.status(now=20) is LagStatus.OK
 
 
 def test_one_lag_decrease_clears_warn() -> None:
     w = window(s(0, 100, 110), s(10, 110, 130), s(20, 125, 140), s(30, 140, 160))
     assert [x.lag for x in w.samples()] == [10, 20, 15, 20]
-    assert w.evaluate(now=30) is LagStatus.OK
+    assert w.status(now=30) is LagStatus.OK
 
 
 def test_stall_boundary_is_half_the_window() -> None:
     base = [s(0, 100, 110), s(60, 100, 120), s(120, 100, 130)]
-    assert window(*base, s(149.9, 100, 140)).evaluate(now=149.9) is LagStatus.OK
-    assert window(*base, s(150, 100, 140)).evaluate(now=150) is LagStatus.STALL
+    assert window(*base, s(149.9, 100, 140)).status(now=149.9) is LagStatus.OK
+    assert window(*base, s(150, 100, 140)).status(now=150) is LagStatus.STALL
 
 
 def test_stall_counts_from_the_last_commit_change() -> None:
     w = window(s(0, 90, 140), s(50, 100, 120), s(150, 100, 130), s(199, 100, 130))
     assert w.last_commit_change_at() == 50
-    assert w.evaluate(now=199) is LagStatus.OK
+    assert w.status(now=199) is LagStatus.OK
     w.add(s(200, 100, 130))
-    assert w.evaluate(now=200) is LagStatus.STALL
+    assert w.status(now=200) is LagStatus.STALL
 
 
 def test_idle_partition_that_just_got_a_message_is_not_stalled_or_stopped() -> None:
@@ -80,13 +80,13 @@ def test_idle_partition_that_just_got_a_message_is_not_stalled_or_stopped() -> N
     for t in range(0, 10_000, 60):
         w.add(s(t, 100, 100))
     w.add(s(10_020, 100, 101))
-    assert w.evaluate(now=10_020) is LagStatus.OK
+    assert w.status(now=10_020) is LagStatus.OK
 
 
 def test_stop_boundary_is_strictly_greater_than_the_window() -> None:
     w = window(s(0, 100, 110), s(100, 100, 120), s(200, 100, 130))
-    assert w.evaluate(now=300) is LagStatus.STALL
-    assert w.evaluate(now=300.001) is LagStatus.STOP
+    assert w.status(now=300) is LagStatus.STALL
+    assert w.status(now=300.001) is LagStatus.STOP
 
 
 def test_stop_without_any_commit_change_uses_first_sample_time() -> None:
@@ -95,33 +95,33 @@ def test_stop_without_any_commit_change_uses_first_sample_time() -> None:
         w.add(s(t, 100, 200 + t))
     assert w.last_commit_change_at() is None
     assert w.samples()[0].at == 650  # the first sample aged out, but its time is kept
-    assert w.evaluate(now=950) is LagStatus.STOP
+    assert w.status(now=950) is LagStatus.STOP
 
 
 def test_pure_evaluate_uses_given_last_commit_change_before_window() -> None:
     samples = [s(400, 100, 150), s(450, 100, 160)]
-    assert evaluate(samples, now=450, window_s=W, last_commit_change_at=140) is LagStatus.STOP
-    assert evaluate(samples, now=450, window_s=W, last_commit_change_at=None) is LagStatus.OK
+    assert classify_lag(samples, now=450, window_s=W, last_commit_change_at=140) is LagStatus.STOP
+    assert classify_lag(samples, now=450, window_s=W, last_commit_change_at=None) is LagStatus.OK
 
 
 def test_rewind_detected_and_takes_precedence_over_stop_and_ok() -> None:
     w = window(s(0, 100, 200), s(10, 50, 200), s(20, 50, 200))
-    assert w.evaluate(now=20) is LagStatus.REWIND
-    assert w.evaluate(now=10_000) is LagStatus.REWIND
+    assert w.status(now=20) is LagStatus.REWIND
+    assert w.status(now=10_000) is LagStatus.REWIND
     caught_up = window(s(0, 100, 100), s(10, 90, 90))
-    assert caught_up.evaluate(now=10) is LagStatus.REWIND
+    assert caught_up.status(now=10) is LagStatus.REWIND
 
 
 def test_rewind_to_nothing_committed_counts() -> None:
-    assert window(s(0, 5, 10), s(10, None, 10)).evaluate(now=10) is LagStatus.REWIND
+    assert window(s(0, 5, 10), s(10, None, 10)).status(now=10) is LagStatus.REWIND
 
 
 def test_rewind_ends_once_it_ages_out_of_the_window() -> None:
     w = window(s(0, 100, 200), s(10, 50, 200), s(20, 120, 200))
-    assert w.evaluate(now=20) is LagStatus.REWIND
+    assert w.status(now=20) is LagStatus.REWIND
     w.add(s(311, 180, 200))
     assert [x.at for x in w.samples()] == [20, 311]
-    assert w.evaluate(now=311) is not LagStatus.REWIND
+    assert w.status(now=311) is not LagStatus.REWIND
 
 
 def test_trimming_keeps_samples_within_window_of_newest() -> None:
@@ -144,7 +144,7 @@ def test_last_commit_change_at_survives_trimming() -> None:
     w.add(s(1000, 2, 5))
     assert [x.at for x in w.samples()] == [1000]
     assert w.last_commit_change_at() == 10
-    assert w.evaluate(now=1000) is LagStatus.STOP
+    assert w.status(now=1000) is LagStatus.STOP
 
 
 def test_first_commit_counts_as_change() -> None:

@@ -7,15 +7,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from consumer.lag import LagStatus
-from consumer.ops_alerts import (
-    RULES,
-    AlertEngine,
-    AlertEvent,
-    AlertThresholds,
-    Observation,
-    WebhookNotifier,
-)
+from consumer.observe.lag import LagStatus
+from consumer.observe.ops_alerts import AlertEngine, AlertEvent
+from consumer.observe.ops_rules import RULES, AlertThresholds, Observation
+from consumer.observe.webhook import WebhookNotifier
 
 T = AlertThresholds()
 RULE = {r.name: r for r in RULES}
@@ -166,7 +161,7 @@ def test_notify_failure_does_not_break_check(caplog: pytest.LogCaptureFixture) -
         raise RuntimeError("webhook down")
 
     engine = AlertEngine(T, notify=boom, clock=FakeClock())
-    with caplog.at_level(logging.ERROR, logger="consumer.ops_alerts"):
+    with caplog.at_level(logging.ERROR, logger="consumer.observe.ops_alerts"):
         assert len(engine.check(obs(error_rate=1.0))) == 1
     assert engine.is_firing("high_error_rate")
     assert any(r.getMessage() == "alert notifier failed" for r in caplog.records)
@@ -175,7 +170,7 @@ def test_notify_failure_does_not_break_check(caplog: pytest.LogCaptureFixture) -
 def test_logs_by_severity_with_structured_fields(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     engine = AlertEngine(T, clock=clock)
-    with caplog.at_level(logging.INFO, logger="consumer.ops_alerts"):
+    with caplog.at_level(logging.INFO, logger="consumer.observe.ops_alerts"):
         engine.check(obs(error_rate=1.0, memory=99.0))
         clock.now += 10
         engine.check(obs())
@@ -325,7 +320,7 @@ def test_webhook_queue_drops_oldest_when_full(
     notifier = WebhookNotifier(url, backoff_s=0.01, max_queue=2)
     notifier(replace(EVENT, name="a"))
     rec.wait_for(1)
-    with caplog.at_level(logging.WARNING, logger="consumer.ops_alerts"):
+    with caplog.at_level(logging.WARNING, logger="consumer.observe.ops_alerts"):
         for name in ("b", "c", "d"):
             notifier(replace(EVENT, name=name))  # must not block
     assert notifier.dropped == 1

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from consumer.lag import LagStatus
+from consumer.observe.lag import LagStatus
 
 
 class Status(StrEnum):
@@ -82,7 +82,7 @@ class HealthVerdict:
     lag: Status
 
 
-def evaluate(inputs: HealthInputs, thresholds: HealthThresholds) -> HealthVerdict:
+def judge(inputs: HealthInputs, thresholds: HealthThresholds) -> HealthVerdict:
     batch = thresholds.error_rate.classify(inputs.error_rate)
     if not inputs.poll_loop_alive:
         batch = Status.UNHEALTHY

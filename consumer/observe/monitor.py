@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
@@ -22,13 +23,15 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from sqlalchemy import Engine, text
 
 from consumer.dependencies import Dependencies
-from consumer.health import HealthInputs, HealthThresholds, HealthVerdict, evaluate
-from consumer.lag import LagSample, LagStatus, LagWindow
-from consumer.ops_alerts import AlertEngine, Observation
-from consumer.poll_loop import PollLoop
+from consumer.observe import stats
+from consumer.observe.health import HealthInputs, HealthThresholds, HealthVerdict, judge
+from consumer.observe.lag import LagSample, LagStatus, LagWindow
+from consumer.observe.ops_alerts import AlertEngine
+from consumer.observe.ops_rules import Observation
+from consumer.pipeline.ledger import BatchStat, Ledger
+from consumer.pipeline.view import LoopView
 from consumer.settings import Settings
 from consumer.sinks.redis import RedisSink
-from consumer.stats import Stats, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +63,17 @@ class Monitor:
     def __init__(
         self,
         settings: Settings,
-        loop: PollLoop,
-        stats: Stats,
+        view: Callable[[], LoopView],
+        ledger: Ledger,
         dependencies: Dependencies,
         engine: Engine,
         redis: RedisSink,
         alerts: AlertEngine,
     ) -> None:
         self.settings = settings
-        self.loop = loop
-        self.stats = stats
+        self.view = view
+        self.ledger = ledger
+        self._summarized_id = 0  # batches up to this id are in an earlier summary
         self.dependencies = dependencies
         self.engine = engine
         self.redis = redis
@@ -152,7 +156,7 @@ class Monitor:
 
     def _sample_lag(self) -> None:
         topic = self.settings.kafka_topic
-        owned = dict(self.loop.partitions)
+        owned = dict(self.view().partitions)
         for p in [p for p in self._windows if p not in owned]:
             del self._windows[p]
             self.lag.pop(p, None)
@@ -181,13 +185,13 @@ class Monitor:
             window.add(sample)
             time_lag = 0.0
             if sample.lag > 0:
-                oldest = state.worker.oldest_pending_timestamp_ms()
+                oldest = state.oldest_pending_timestamp_ms
                 if oldest is None:
                     oldest = self._peek_timestamp_ms(p, position or 0)
                 if oldest is not None and oldest > 0:
                     time_lag = max(0.0, now - oldest / 1000.0)
             self.lag[p] = PartitionLag(
-                window.evaluate(now), sample.lag, round(time_lag, 3), position, high, now
+                window.status(now), sample.lag, round(time_lag, 3), position, high, now
             )
 
     def _peek_timestamp_ms(self, partition: int, offset: int) -> int | None:
@@ -202,25 +206,47 @@ class Monitor:
             self._peek.unassign()
 
     def _summary(self) -> None:
-        summary = self.stats.take_summary(self.settings.metrics_summary_interval_s)
+        batches = self.ledger.recent(since_id=self._summarized_id)
+        if batches:
+            self._summarized_id = batches[-1].batch_id
+        interval = self.settings.metrics_summary_interval_s
+        summary = stats.summarize(batches, interval, time.time())
         log.info("summary", extra={"summary": summary})
         if self.settings.metrics_summary_file:
             try:
-                write_atomically(self.settings.metrics_summary_file, summary)
+                stats.write_atomically(self.settings.metrics_summary_file, summary)
             except OSError as exc:
                 log.warning("could not write METRICS_SUMMARY_FILE: %s", exc)
 
     # --- snapshots for the HTTP thread and the collector ----------------------------------
 
-    def queue_utilizations(self) -> dict[int, float]:
+    def window(self, partition: int | None = None) -> list[BatchStat]:
+        """The recent batches inside STATS_WINDOW_S (optionally of one partition)."""
+        return stats.window(
+            self.ledger.recent(), time.time(), self.settings.stats_window_s, partition
+        )
+
+    def processing_rate(self, partition: int | None = None) -> float:
+        return stats.processing_rate(self.window(partition), self.settings.stats_window_s)
+
+    def error_rate(self) -> float:
+        return stats.error_rate(self.window())
+
+    def queue_utilizations(self, view: LoopView | None = None) -> dict[int, float]:
         cap = self.settings.worker_queue_max_records
-        return {p: s.worker.queued_records / cap for p, s in dict(self.loop.partitions).items()}
+        view = view or self.view()
+        return {p: pv.queued_records / cap for p, pv in view.partitions.items()}
+
+    def poll_loop_alive(self, view: LoopView | None = None) -> bool:
+        view = view or self.view()
+        age = time.monotonic() - view.last_poll_at
+        return view.failed is None and age <= self.settings.liveness_max_age_s
 
     def observation(self) -> Observation:
         deps = self.dependencies.snapshot()
         lag = dict(self.lag)
         return Observation(
-            error_rate=self.stats.error_rate(),
+            error_rate=self.error_rate(),
             max_queue_utilization=max(self.queue_utilizations().values(), default=0.0),
             memory_percent=max(self.resources.system_memory_percent,
                                self.resources.process_memory_percent),
@@ -231,16 +257,16 @@ class Monitor:
 
     def verdict(self) -> HealthVerdict:
         r = self.resources
-        age = time.monotonic() - self.loop.stats.last_poll_at
-        return evaluate(
+        view = self.view()
+        return judge(
             HealthInputs(
-                error_rate=self.stats.error_rate(),
+                error_rate=self.error_rate(),
                 process_cpu_percent=r.process_cpu_percent,
                 memory_percent=r.system_memory_percent,
-                queue_utilization=max(self.queue_utilizations().values(), default=0.0),
+                queue_utilization=max(self.queue_utilizations(view).values(), default=0.0),
                 dependencies={n: st.up for n, st in self.dependencies.snapshot().items()},
                 lag_statuses={p: pl.status for p, pl in dict(self.lag).items()},
-                poll_loop_alive=age <= self.settings.liveness_max_age_s,
+                poll_loop_alive=self.poll_loop_alive(view),
             ),
             self.thresholds,
         )

@@ -11,37 +11,26 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 
-from consumer.batching import Batch, BatchPolicy, PendingMessage
-from consumer.flush import Abandoned, Flusher, FlushReport, Sinks
+from consumer.pipeline.batching import Batch, BatchPolicy, PendingMessage
+from consumer.pipeline.flush import Abandoned, Flusher, UnexplainedFailure
 
 log = logging.getLogger(__name__)
 
 
 class PartitionWorker:
-    def __init__(
-        self,
-        partition: int,
-        sinks: Sinks,
-        policy: BatchPolicy,
-        on_flushed: Callable[[FlushReport, Batch], None] | None = None,
-    ) -> None:
+    def __init__(self, partition: int, flusher: Flusher, policy: BatchPolicy) -> None:
         self.partition = partition
         self.policy = policy
         self.flushed_offset: int | None = None
         self.queued_records = 0
-        self.processed_records = 0
-        self.processed_messages = 0
-        self.error_messages = 0  # dead-lettered messages and DB-rejected rows
-        self.last_flush_at: float | None = None
+        self.failure: str | None = None  # set when the thread ended on a fault (a bug)
         self._inbox: deque[PendingMessage] = deque()
         self._batch = Batch(partition)
         self._cond = threading.Condition()
         self._stopping = False  # flush what is held, then exit
-        self._abandon = threading.Event()  # exit now, flush nothing more
-        self._flusher = Flusher(sinks, partition, self._abandon)
-        self._on_flushed = on_flushed
+        self._flusher = flusher
+        self._abandon = flusher.abandon  # exit now, flush nothing more
         self._thread = threading.Thread(target=self._run, name=f"worker-p{partition}", daemon=True)
 
     def start(self) -> None:
@@ -75,8 +64,6 @@ class PartitionWorker:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    # --- the worker thread ----------------------------------------------------------------
-
     def oldest_pending_timestamp_ms(self) -> int | None:
         """Kafka timestamp of the oldest message consumed but not yet flushed (time lag)."""
         try:
@@ -87,6 +74,8 @@ class PartitionWorker:
         except IndexError:  # emptied by the worker between the check and the read
             pass
         return None
+
+    # --- the worker thread ----------------------------------------------------------------
 
     def _run(self) -> None:
         batch = self._batch
@@ -105,10 +94,12 @@ class PartitionWorker:
                             return
         except Abandoned:
             log.info("worker abandoned its batch", extra={"partition": self.partition})
-        except Exception:
-            # A bug, not a dependency outage: stop this partition without committing, loudly.
+        except UnexplainedFailure as exc:
+            self.failure = str(exc)  # already logged once by the flusher, with offsets
+        except Exception as exc:
+            # A bug outside the flush's isolation: stop this partition without committing.
+            self.failure = f"{type(exc).__name__}: {exc}"
             log.exception("worker crashed", extra={"partition": self.partition})
-            raise
 
     def _fill(self, batch: Batch) -> bool:
         """Move inbox messages into the batch until it is full or due; return `stopping`."""
@@ -123,15 +114,9 @@ class PartitionWorker:
             return self._stopping
 
     def _flush(self, batch: Batch) -> None:
-        report = self._flusher.flush(batch)
+        self._flusher.flush(batch)
         if self._abandon.is_set():
             raise Abandoned
         self.flushed_offset = batch.next_offset
-        self.processed_records += batch.record_count
-        self.processed_messages += len(batch.messages)
-        self.error_messages += report.dead_letters
-        self.last_flush_at = time.time()
         with self._cond:
             self.queued_records -= sum(m.weight for m in batch.messages)
-        if self._on_flushed is not None:
-            self._on_flushed(report, batch)

@@ -65,7 +65,7 @@ def _position(sample: LagSample) -> int:
     return sample.committed if sample.committed is not None else 0
 
 
-def evaluate(
+def classify_lag(
     samples: Sequence[LagSample],
     now: float,
     window_s: float,
@@ -155,6 +155,6 @@ class LagWindow:
         """None until the committed offset has changed at least once since the first sample."""
         return self._last_change_at
 
-    def evaluate(self, now: float) -> LagStatus:
+    def status(self, now: float) -> LagStatus:
         since = self._last_change_at if self._last_change_at is not None else self._first_at
-        return evaluate(list(self._samples), now, self._window_s, since)
+        return classify_lag(list(self._samples), now, self._window_s, since)

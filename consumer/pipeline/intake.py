@@ -1,4 +1,4 @@
-"""Kafka message -> records, or the reason it belongs in the dead-letter topic.
+"""Intake: a Kafka message -> records, or the reason it belongs in the dead-letter topic.
 
 The contract (envelopes, aliases, types) lives in `schemas`; this step adds what only the
 transport knows: the key must name the device of every reading, because the key is what
@@ -7,23 +7,27 @@ put those readings on this partition and keeps them in order.
 
 from __future__ import annotations
 
-from consumer.batching import DeadLetter, PendingMessage
+from consumer.pipeline.batching import DeadLetter, PendingMessage
+from consumer.sinks.dlq import MAX_DETAIL_CHARS
 from schemas.decode import MessageError, decode_message
 from schemas.record import HealthRecord
 
-MAX_DETAIL = 1000
+UNDECODABLE = "undecodable"
 
 
-def decode(
+def read_message(
     offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None, max_readings: int
 ) -> PendingMessage:
-    """Never raises: a bad message yields a PendingMessage carrying a DeadLetter."""
+    """Total: whatever the bytes, a PendingMessage, carrying a DeadLetter when bad."""
     if value is None:
         return _reject(offset, timestamp_ms, key, value, "null_value", "no value (tombstone)")
     try:
         decoded = decode_message(value, max_readings=max_readings)
     except MessageError as err:
         return _reject(offset, timestamp_ms, key, value, err.reason, err.detail)
+    except Exception as err:  # a decoder bug must cost one message, never the partition
+        detail = f"{type(err).__name__}: {err}"
+        return _reject(offset, timestamp_ms, key, value, UNDECODABLE, detail)
 
     records = decoded.records
     unkeyed = not key
@@ -44,7 +48,7 @@ def decode(
         if records:
             total = len(errors) + len(records)
             detail = f"{len(errors)} of {total} readings invalid: {detail}"
-        dead_letter = DeadLetter(errors[0].reason, detail[:MAX_DETAIL])
+        dead_letter = DeadLetter(errors[0].reason, detail[:MAX_DETAIL_CHARS])
     return PendingMessage(offset, timestamp_ms, key, value, records, dead_letter, unkeyed)
 
 

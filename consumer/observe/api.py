@@ -10,9 +10,11 @@ import datetime as dt
 import time
 from typing import Any
 
-from consumer.health import Status
-from consumer.http import Route
-from consumer.monitor import Monitor
+from consumer.observe import stats
+from consumer.observe.health import Status
+from consumer.observe.http import Route
+from consumer.observe.monitor import Monitor
+from consumer.pipeline.view import LoopView
 
 Query = dict[str, list[str]]
 
@@ -20,8 +22,7 @@ Query = dict[str, list[str]]
 class Api:
     def __init__(self, monitor: Monitor) -> None:
         self.m = monitor
-        self.loop = monitor.loop
-        self.stats = monitor.stats
+        self.ledger = monitor.ledger
         self.settings = monitor.settings
 
     def routes(self) -> dict[str, Route]:
@@ -34,42 +35,47 @@ class Api:
         }
 
     def livez(self, _q: Query) -> tuple[int, Any]:
-        """Alive while the poll loop turns, whatever the DB or Redis are doing."""
-        age = time.monotonic() - self.loop.stats.last_poll_at
-        ok = age <= self.settings.liveness_max_age_s
-        return (200 if ok else 503), {"status": "ok" if ok else "stale", "poll_age_s": age}
+        """Alive while the poll loop turns, whatever the DB or Redis are doing; a replica
+        stopping on a bug is not alive, so the orchestrator restarts it."""
+        view = self.m.view()
+        age = time.monotonic() - view.last_poll_at
+        ok = self.m.poll_loop_alive(view)
+        body: dict[str, Any] = {"status": "ok" if ok else "stale", "poll_age_s": age}
+        if view.failed is not None:
+            body.update(status="failed", failure=view.failed)
+        return (200 if ok else 503), body
 
     def readyz(self, _q: Query) -> tuple[int, Any]:
         deps = self.m.dependencies.snapshot()
-        ready = self.loop.stats.joined and deps["kafka"].up and deps["mysql"].up
+        view = self.m.view()
+        ready = view.joined and deps["kafka"].up and deps["mysql"].up and view.failed is None
         body = {
             "ready": ready,
-            "joined": self.loop.stats.joined,
-            "partitions": sorted(self.loop.partitions),
+            "joined": view.joined,
+            "partitions": sorted(view.partitions),
             "dependencies": {name: state.up for name, state in deps.items()},
         }
         return (200 if ready else 503), body
 
-    def _partition(self, p: int) -> dict[str, Any]:
-        state = self.loop.partitions.get(p)
+    def _partition(self, p: int, view: LoopView) -> dict[str, Any]:
+        pv = view.partitions.get(p)
         lag = self.m.lag.get(p)
         out: dict[str, Any] = {"partition": p}
-        if state is not None:
-            w = state.worker
+        if pv is not None:
+            c = pv.counters
             cap = self.settings.worker_queue_max_records
             out.update(
-                queue_size=w.queued_records,
-                utilization=round(w.queued_records / cap, 4),
-                paused=state.paused,
-                processed=w.processed_records,
-                processed_messages=w.processed_messages,
-                errors=w.error_messages,
-                error_rate=round(w.error_messages / w.processed_messages, 4)
-                if w.processed_messages
-                else 0.0,
-                flushed_offset=w.flushed_offset,
-                processing_rate=round(self.stats.processing_rate(p), 1),
-                last_flush_at=w.last_flush_at,
+                queue_size=pv.queued_records,
+                utilization=round(pv.queued_records / cap, 4),
+                paused=pv.paused,
+                processed=c.records,
+                processed_messages=c.messages,
+                errors=c.errors,
+                error_rate=round(c.errors / c.messages, 4) if c.messages else 0.0,
+                flushed_offset=pv.flushed_offset,
+                committed_offset=pv.committed_offset,
+                processing_rate=round(self.m.processing_rate(p), 1),
+                last_flush_at=c.last_flush_at,
             )
         if lag is not None:
             out["lag"] = {
@@ -84,11 +90,12 @@ class Api:
     def health(self, _q: Query) -> tuple[int, Any]:
         m, r = self.m, self.m.resources
         verdict = m.verdict()
-        totals = self.stats.totals()
+        view = m.view()
+        totals = self._totals()
         deps = m.dependencies.snapshot()
-        partitions = sorted(self.loop.partitions)
-        utilization = m.queue_utilizations()
-        error_rate = self.stats.error_rate()
+        partitions = sorted(view.partitions)
+        utilization = m.queue_utilizations(view)
+        error_rate = m.error_rate()
         lag = dict(m.lag)
         max_time_lag = max((pl.time_lag_s for pl in lag.values()), default=0.0)
         body = {
@@ -100,8 +107,8 @@ class Api:
                     "error_rate": round(error_rate, 4),
                     "stats": {
                         **totals,
-                        "processing_rate": round(self.stats.processing_rate(), 1),
-                        "window_s": self.stats.window_s,
+                        "processing_rate": round(m.processing_rate(), 1),
+                        "window_s": self.settings.stats_window_s,
                     },
                 },
                 "system_resources": {
@@ -120,7 +127,7 @@ class Api:
                 },
                 "queue_health": {
                     "status": verdict.queue_health.value,
-                    "partitions": {str(p): self._queue_view(p) for p in partitions},
+                    "partitions": {str(p): self._queue_view(p, view) for p in partitions},
                 },
                 "dependencies": {
                     "status": verdict.dependencies.value,
@@ -156,39 +163,50 @@ class Api:
         }
         return (200 if verdict.status is Status.HEALTHY else 503), body
 
-    def _queue_view(self, p: int) -> dict[str, Any]:
-        view = self._partition(p)
+    def _queue_view(self, p: int, view: LoopView) -> dict[str, Any]:
+        out = self._partition(p, view)
         keys = ("queue_size", "utilization", "paused", "processed", "errors", "error_rate")
-        return {k: view[k] for k in keys if k in view}
+        return {k: out[k] for k in keys if k in out}
+
+    def _totals(self) -> dict[str, int]:
+        t = self.ledger.totals()
+        return {
+            "batches": t.batches,
+            "records": t.records_flushed,
+            "messages": t.messages_flushed,
+            "errors": t.errors,
+            "duplicates": t.records_duplicate,
+        }
 
     def metrics(self, q: Query) -> tuple[int, Any]:
         details = q.get("details", ["false"])[0].lower() in ("1", "true", "yes")
         shard = q.get("shard_id", [None])[0]
         if shard is not None:
+            view = self.m.view()
             try:
                 p = int(shard)
             except ValueError:
                 return 400, {"error": "shard_id must be a partition number", "shard_id": shard}
-            if p not in self.loop.partitions:
-                owned = sorted(self.loop.partitions)
+            if p not in view.partitions:
                 return 404, {
-                    "error": f"partition {p} is not owned by this replica",
-                    "shard_id": p,
-                    "owned_partitions": owned,
+                    "error": f"partition {shard} is not owned by this replica",
+                    "shard_id": shard,
+                    "owned_partitions": sorted(view.partitions),
                 }
-            return 200, {**self._partition(p), "recent_batches": self.stats.recent(20, p)}
-        totals = self.stats.totals()
+            recent = [b for b in self.ledger.recent() if b.partition == p]
+            return 200, {**self._partition(p, view), "recent_batches": stats.as_rows(recent, 20)}
+        view = self.m.view()
         body: dict[str, Any] = {
             "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-            "processing_rate": round(self.stats.processing_rate(), 1),
-            "error_rate": round(self.stats.error_rate(), 4),
-            "window_s": self.stats.window_s,
-            "totals": totals,
-            "assigned_partitions": sorted(self.loop.partitions),
+            "processing_rate": round(self.m.processing_rate(), 1),
+            "error_rate": round(self.m.error_rate(), 4),
+            "window_s": self.settings.stats_window_s,
+            "totals": self._totals(),
+            "assigned_partitions": sorted(view.partitions),
         }
         if details:
-            body["partitions"] = {str(p): self._partition(p) for p in sorted(self.loop.partitions)}
-            body["recent_batches"] = self.stats.recent(50)
+            body["partitions"] = {str(p): self._partition(p, view) for p in sorted(view.partitions)}
+            body["recent_batches"] = stats.as_rows(self.ledger.recent(), 50)
         return 200, body
 
     def alerts(self, _q: Query) -> tuple[int, Any]:

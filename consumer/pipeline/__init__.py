@@ -1,0 +1,1 @@
+"""The data path: message -> intake -> partition worker -> batch -> flush -> commit."""

@@ -1,0 +1,256 @@
+"""One batch through the sinks: dead letters out, rules, DB (retry/isolate), acks, Redis.
+
+Order within `Flusher.flush`, which is the product's guarantee:
+1. dead letters of the batch are handed to the DLQ producer (asynchronous);
+2. health rules fire and the DB transaction commits: rows, daily/weekly, alerts;
+3. every dead letter is acknowledged by the broker;
+4. Redis gets the latest state and the alert messages.
+Only when `flush` returns may the worker advance the offset, so nothing is committed before
+the DB commit and the DLQ acks. Redis follows the DB: it can lag, never lead.
+
+A DB failure falls in one of three kinds:
+- a row's values (`RowRejected`): bisect; the offending rows go to the DLQ (`db_rejected`);
+- a dependency (`DatabaseUnavailable`): retry with backoff forever; health names MySQL;
+- anything else is a bug: bisect too. Rows that fail alone while others succeed go to the
+  DLQ (`internal_error`); when no part of the batch succeeds the fault is not in the rows,
+  so `UnexplainedFailure` stops the replica instead of dead-lettering a partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from consumer.dependencies import Dependencies
+from consumer.health_alerts.repository import RuleCache
+from consumer.health_alerts.rules import Alert, HealthRule, TrendState, fire_alerts
+from consumer.pipeline.batching import Batch, PendingMessage
+from consumer.pipeline.ledger import FlushReport, Ledger
+from consumer.pipeline.retry import Backoff
+from consumer.sinks.dlq import DeadLetterSink, Delivery
+from consumer.sinks.mysql import DatabaseUnavailable, MySQLSink, RowRejected, WriteResult
+from consumer.sinks.redis import RedisSink
+from schemas.record import HealthRecord
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[HealthRecord, PendingMessage]
+Rejected = tuple[Entry, str, str]  # (entry, reason, detail)
+
+
+class Abandoned(Exception):
+    """The worker was told to give up (revoke timeout, lost partition, hard shutdown)."""
+
+
+class UnexplainedFailure(Exception):
+    """Every part of a batch failed with an unexpected error: a bug, not bad rows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sinks:
+    """Where a flush writes, shared by all workers of a replica."""
+
+    topic: str  # the source topic, named in dead-letter headers
+    mysql: MySQLSink
+    redis: RedisSink
+    dlq: DeadLetterSink
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    db_initial_s: float = 0.1
+    db_max_s: float = 5.0
+
+
+class Flusher:
+    """Flushes the batches of one partition; owns that partition's alert trend state."""
+
+    def __init__(
+        self,
+        partition: int,
+        sinks: Sinks,
+        rules: RuleCache,
+        dependencies: Dependencies,
+        ledger: Ledger,
+        retry: RetryPolicy,
+    ) -> None:
+        self.partition = partition
+        self.sinks = sinks
+        self.rules = rules
+        self.dependencies = dependencies
+        self.ledger = ledger
+        self.retry = retry
+        self.abandon = threading.Event()
+        self.trend_state: TrendState = {}
+
+    def flush(self, batch: Batch) -> FlushReport:
+        """Make the batch durable and record it; raise Abandoned if told to give up first."""
+        started = time.monotonic()
+        report = FlushReport(self.partition, len(batch), batch.record_count)
+        letters = [(m, m.dead_letter.reason, m.dead_letter.detail)
+                   for m in batch.messages if m.dead_letter is not None]  # fmt: skip
+        deliveries = [self._dead_letter(m, reason, detail) for m, reason, detail in letters]
+        report.dead_letters = len(deliveries)
+
+        rules = self.rules.rules()
+        entries = [(r, m) for m in batch.messages for r in m.records]
+        t0 = time.monotonic()
+        state, rejected = self._write_isolating(entries, rules, self.trend_state, report)
+        report.db_seconds = time.monotonic() - t0 - report.alert_seconds
+        if rejected:
+            self._check_explained(batch, rejected, report)
+        for (record, message), reason, detail in rejected:
+            text = f"{reason} for reading {record.device_sn}@{record.timestamp}: {detail}"
+            deliveries.append(self._dead_letter(message, reason, text))
+        report.rejected_rows = len(rejected)
+        report.dead_letters += len(rejected)
+        self.ledger.dead_lettered(
+            [reason for _, reason, _ in letters] + [reason for _, reason, _ in rejected]
+        )
+        self._await(deliveries)
+        self.trend_state = state
+
+        t1 = time.monotonic()
+        accepted = [r for r, _ in entries] if not rejected else _without(entries, rejected)
+        report.redis_skipped = self._update_redis(batch, accepted, report)
+        report.redis_seconds = time.monotonic() - t1
+        report.total_seconds = time.monotonic() - started
+        self.ledger.flushed(report, [m.timestamp_ms for m in batch.messages])
+        return report
+
+    # --- DB -----------------------------------------------------------------------------
+
+    def _write_isolating(
+        self, entries: list[Entry], rules: list[HealthRule], state: TrendState,
+        report: FlushReport,
+    ) -> tuple[TrendState, list[Rejected]]:  # fmt: skip
+        """Write entries; on a row error or a bug, bisect until the failures stand alone."""
+        try:
+            t0 = time.monotonic()
+            alerts, new_state = fire_alerts(rules, [r for r, _ in entries], state)
+            report.alert_seconds += time.monotonic() - t0
+            result = self._write_with_retry([r for r, _ in entries], alerts, report)
+        except Abandoned:
+            raise
+        except RowRejected as err:
+            failure = ("db_rejected", str(err))
+        except Exception as err:
+            failure = ("internal_error", f"{type(err).__name__}: {err}")
+        else:
+            report.db_committed_at = time.time()
+            report.inserted += result.inserted
+            report.duplicates += result.duplicates
+            report.alerts.extend(result.new_alerts)
+            report.db_writes += 1
+            return new_state, []
+        if len(entries) == 1:
+            return state, [(entries[0], *failure)]
+        mid = len(entries) // 2
+        state, left = self._write_isolating(entries[:mid], rules, state, report)
+        state, right = self._write_isolating(entries[mid:], rules, state, report)
+        return state, left + right
+
+    def _check_explained(self, batch: Batch, rejected: list[Rejected], report: FlushReport) -> None:
+        """Refuse to dead-letter a batch whose every part failed with a bug."""
+        bugs = [r for r in rejected if r[1] == "internal_error"]
+        if not bugs or report.db_writes > 0:
+            return
+        detail = bugs[0][2]
+        log.critical(
+            "flush failed on every row with an unexpected error: not the rows' fault",
+            extra={
+                "partition": self.partition,
+                "first_offset": batch.messages[0].offset,
+                "last_offset": batch.messages[-1].offset,
+                "rows": len(bugs),
+                "error": detail[:500],
+            },
+        )
+        raise UnexplainedFailure(
+            f"offsets {batch.messages[0].offset}..{batch.messages[-1].offset}: {detail[:300]}"
+        )
+
+    def _write_with_retry(
+        self, records: list[HealthRecord], alerts: list[Alert], report: FlushReport
+    ) -> WriteResult:
+        backoff = Backoff(self.retry.db_initial_s, self.retry.db_max_s)
+        while True:
+            report.db_attempts += 1
+            try:
+                result = self.sinks.mysql.write(records, alerts)
+            except DatabaseUnavailable as err:
+                self.dependencies.report("mysql", False, str(err))
+                self.ledger.db_retried()
+                delay = backoff.next_delay()
+                if backoff.attempt == 1 or backoff.attempt % 20 == 0:
+                    log.warning(
+                        "db write failed, retrying",
+                        extra={
+                            "partition": self.partition,
+                            "attempt": backoff.attempt,
+                            "retry_in_s": round(delay, 2),
+                            "error": str(err)[:300],
+                        },
+                    )
+                if self.abandon.wait(delay):
+                    raise Abandoned from err
+                continue
+            if not self.dependencies.is_up("mysql"):
+                self.dependencies.report("mysql", True)
+            return result
+
+    # --- Redis --------------------------------------------------------------------------
+
+    def _update_redis(self, batch: Batch, records: list[HealthRecord], report: FlushReport) -> bool:
+        """Return True when the cache update was skipped. Redis is a cache: a bug in this
+        step is logged loudly and counted, but never blocks the partition."""
+        try:
+            return self.sinks.redis.update(records, report.alerts).skipped
+        except Exception:
+            log.exception(
+                "redis update failed with an unexpected error; cache not updated",
+                extra={
+                    "partition": self.partition,
+                    "first_offset": batch.messages[0].offset,
+                    "last_offset": batch.messages[-1].offset,
+                },
+            )
+            return True
+
+    # --- dead letters -------------------------------------------------------------------
+
+    def _dead_letter(self, message: PendingMessage, reason: str, detail: str) -> Delivery:
+        return self.sinks.dlq.send(
+            key=message.key,
+            value=message.value,
+            reason=reason,
+            detail=detail,
+            source_topic=self.sinks.topic,
+            source_partition=self.partition,
+            source_offset=message.offset,
+        )
+
+    def _await(self, deliveries: list[Delivery]) -> None:
+        """Block until the broker acknowledged every dead letter; resend the failures."""
+        backoff = Backoff(0.2, 5.0)
+        pending = deliveries
+        while pending:
+            for delivery in pending:
+                while not delivery.done.wait(0.2):
+                    if self.abandon.is_set():
+                        raise Abandoned
+            failed = [d for d in pending if d.error is not None]
+            if not failed:
+                return
+            log.warning("dead-letter delivery failed, resending: %s", failed[0].error)
+            self.dependencies.report("kafka", False, failed[0].error)
+            if self.abandon.wait(backoff.next_delay()):
+                raise Abandoned
+            pending = [self.sinks.dlq.resend(d) for d in failed]
+
+
+def _without(entries: list[Entry], rejected: list[Rejected]) -> list[HealthRecord]:
+    bad = {id(entry[0]) for entry, _, _ in rejected}
+    return [r for r, _ in entries if id(r) not in bad]
