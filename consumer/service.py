@@ -11,7 +11,6 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from consumer.db.migrate import check_schema
 from consumer.dependencies import Dependencies
 from consumer.health_alerts.repository import RuleCache
 from consumer.observe.api import Api
@@ -31,7 +30,7 @@ from consumer.settings import Settings
 from consumer.sinks.dlq import DeadLetterSink
 from consumer.sinks.mysql import MySQLSink, make_engine
 from consumer.sinks.redis import RedisSink
-from consumer.topics import admin_client, ensure_topic, partition_count
+from consumer.startup import wait_for_dependencies
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +42,7 @@ class Replica:
         self.settings = settings
         url = settings.database_url.get_secret_value()
         self.engine = make_engine(url, settings.db_pool_size)
-        check_schema(self.engine, url)
-        admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_client)
-        source_partitions = partition_count(admin, settings.kafka_topic)
-        ensure_topic(admin, settings.dlq_topic, partitions=min(source_partitions, 6))
+        self._stop = threading.Event()
         self.dependencies = Dependencies()
         self.ledger = Ledger()
         self.sinks = Sinks(
@@ -108,11 +104,17 @@ class Replica:
         policy = BatchPolicy(s.batch_max_records, s.batch_max_wait_ms / 1000.0)
         return PartitionWorker(partition, flusher, policy)
 
+    def request_stop(self) -> None:
+        self._stop.set()
+        self.loop.request_stop()
+
     def run(self) -> None:
+        """Serve the sidecar at once, wait for MySQL and Kafka, then consume."""
         self.sidecar.start()
         self.monitor.start()
         try:
-            self.loop.run()
+            if wait_for_dependencies(self.settings, self.engine, self.dependencies, self._stop):
+                self.loop.run()
         finally:
             self.monitor.close()
             self.sidecar.close()
@@ -133,7 +135,7 @@ def install_signal_handlers(replica: Replica) -> None:
             os._exit(128 + signum)
         received.set()
         log.info("signal received, draining", extra={"signal": signal.Signals(signum).name})
-        replica.loop.request_stop()
+        replica.request_stop()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)

@@ -40,7 +40,9 @@ class Api:
         view = self.m.view()
         age = time.monotonic() - view.last_poll_at
         ok = self.m.poll_loop_alive(view)
-        body: dict[str, Any] = {"status": "ok" if ok else "stale", "poll_age_s": age}
+        body: dict[str, Any] = {
+            "status": "ok" if ok else "stale", "phase": view.phase, "poll_age_s": age,
+        }  # fmt: skip
         if view.failed is not None:
             body.update(status="failed", failure=view.failed)
         return (200 if ok else 503), body

@@ -239,8 +239,11 @@ class Monitor:
 
     def poll_loop_alive(self, view: LoopView | None = None) -> bool:
         view = view or self.view()
-        age = time.monotonic() - view.last_poll_at
-        return view.failed is None and age <= self.settings.liveness_max_age_s
+        if view.failed is not None:
+            return False
+        if view.phase == "starting":  # waiting for dependencies: alive, not ready
+            return True
+        return time.monotonic() - view.last_poll_at <= self.settings.liveness_max_age_s
 
     def observation(self) -> Observation:
         deps = self.dependencies.snapshot()

@@ -93,6 +93,7 @@ class PollLoop:
         self._last_poll_at = time.monotonic()
         self._last_commit_at = 0.0
         self._failed: str | None = None
+        self._phase = "starting"
         make = make_consumer or (lambda on_commit, on_error: _kafka_consumer(
             settings, on_commit, on_error))  # fmt: skip
         self._consumer = make(self._on_commit, self._on_error)
@@ -113,6 +114,8 @@ class PollLoop:
         log.info(
             "consumer started", extra={"topic": self.topic, "group": self.settings.kafka_group_id}
         )
+        self._last_poll_at = time.monotonic()
+        self._phase = "running"
         try:
             while not self._stop.is_set():
                 # consume() waits for a full batch or the timeout: keep the timeout short so a
@@ -137,6 +140,7 @@ class PollLoop:
 
     def _shutdown(self) -> None:
         """Stop fetching, let every worker flush, commit what was flushed, leave the group."""
+        self._phase = "stopping"
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
         tps = [TopicPartition(self.topic, p) for p in self._owned]
         if tps:
@@ -179,6 +183,7 @@ class PollLoop:
                 counters=self._ledger.partition(p),
             )
         return LoopView(
+            phase=self._phase,
             joined=self._joined,
             last_poll_at=self._last_poll_at,
             last_commit_at=self._last_commit_at,

@@ -26,6 +26,7 @@ class PartitionView:
 
 @dataclass(frozen=True, slots=True)
 class LoopView:
+    phase: str  # "starting" (waiting for dependencies), "running", "stopping"
     joined: bool  # assigned partitions at least once
     last_poll_at: float  # monotonic time of the last turn of the poll loop (liveness)
     last_commit_at: float  # wall-clock time of the last acknowledged commit

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy import Engine, create_engine, text
@@ -177,6 +178,15 @@ class ConsumerProcess(ReplicaProcess):
         super().start()
         self.wait_ready()
         return self
+
+    def launch(self) -> ConsumerProcess:
+        """Start without waiting for readiness (a replica started during an outage)."""
+        super().start()
+        return self
+
+    def json(self, path: str) -> tuple[int, Any]:
+        status, body = self.get(path)
+        return status, orjson.loads(body)
 
     def metric(self, name: str) -> float:
         """One sample, addressed as `name{label=value,...}` (labels sorted)."""
