@@ -94,6 +94,15 @@ class ReplicaCollector(Collector):
         yield _counter("redis_errors", "Batches whose Redis update was skipped",
                        t.redis_skipped_batches)  # fmt: skip
         yield _counter("partition_pauses", "Partitions paused for backpressure", t.pauses)
+        yield _counter("binding_lookups", "Device-binding queries sent to the DB",
+                       t.binding_queries)  # fmt: skip
+        yield _labelled("binding_cache", "Device-binding cache look-ups, by result", "result",
+                        {"hit": t.binding_hits, "miss": t.binding_misses})  # fmt: skip
+        looked = t.binding_hits + t.binding_misses
+        yield GaugeMetricFamily(
+            P + "binding_cache_hit_ratio", "Device-binding cache hits / look-ups since start",
+            value=t.binding_hits / looked if looked else 0.0,
+        )  # fmt: skip
         yield HistogramMetricFamily(
             P + "batch_size_records", "Records per flushed batch",
             buckets=_buckets(t.batch_size), sum_value=t.batch_size.sum,

@@ -21,21 +21,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import exc
 
 from consumer.dependencies import Dependencies
 from consumer.health_alerts.repository import RuleCache
 from consumer.health_alerts.rules import Alert, HealthRule, TrendState, fire_alerts
 from consumer.pipeline.batching import Batch, PendingMessage
+from consumer.pipeline.binding import DeviceDirectory, bind, needs_binding
 from consumer.pipeline.ledger import FlushReport, Ledger
 from consumer.pipeline.retry import Backoff
 from consumer.sinks.dlq import DeadLetterSink, Delivery
-from consumer.sinks.mysql import DatabaseUnavailable, MySQLSink, RowRejected, WriteResult
+from consumer.sinks.mysql import (
+    DatabaseUnavailable,
+    MySQLSink,
+    RowRejected,
+    WriteResult,
+    classify,
+)
 from consumer.sinks.redis import RedisSink
 from schemas.record import HealthRecord
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Entry = tuple[HealthRecord, PendingMessage]
 Rejected = tuple[Entry, str, str]  # (entry, reason, detail)
 
@@ -75,8 +87,10 @@ class Flusher:
         dependencies: Dependencies,
         ledger: Ledger,
         retry: RetryPolicy,
+        directory: DeviceDirectory | None = None,
     ) -> None:
         self.partition = partition
+        self.directory = directory
         self.sinks = sinks
         self.rules = rules
         self.dependencies = dependencies
@@ -95,7 +109,7 @@ class Flusher:
         report.dead_letters = len(deliveries)
 
         rules = self.rules.rules()
-        entries = [(r, m) for m in batch.messages for r in m.records]
+        entries = self._bind([(r, m) for m in batch.messages for r in m.records], report)
         t0 = time.monotonic()
         state, rejected = self._write_isolating(entries, rules, self.trend_state, report)
         report.db_seconds = time.monotonic() - t0 - report.alert_seconds
@@ -172,14 +186,37 @@ class Flusher:
             f"offsets {batch.messages[0].offset}..{batch.messages[-1].offset}: {detail[:300]}"
         )
 
+    def _bind(self, entries: list[Entry], report: FlushReport) -> list[Entry]:
+        """Fill customer/org/user of readings that lack them (before rules: they scope)."""
+        if self.directory is None:
+            return entries
+        need = {r.device_sn for r, _ in entries if needs_binding(r)}
+        if not need:
+            return entries
+        directory = self.directory
+
+        def lookup() -> dict[str, object]:
+            try:
+                return dict(directory.bindings(need))
+            except exc.DBAPIError as err:
+                raise classify(err.orig, err.connection_invalidated) from err
+
+        bindings = self._retry_db(lookup, report)
+        return [(bind(r, bindings[r.device_sn]) if r.device_sn in bindings else r, m)  # type: ignore[arg-type]
+                for r, m in entries]  # fmt: skip
+
     def _write_with_retry(
         self, records: list[HealthRecord], alerts: list[Alert], report: FlushReport
     ) -> WriteResult:
+        return self._retry_db(lambda: self.sinks.mysql.write(records, alerts), report)
+
+    def _retry_db(self, call: Callable[[], T], report: FlushReport) -> T:
+        """Run a DB call until it works: an outage is retried forever, with backoff."""
         backoff = Backoff(self.retry.db_initial_s, self.retry.db_max_s)
         while True:
             report.db_attempts += 1
             try:
-                result = self.sinks.mysql.write(records, alerts)
+                result = call()
             except DatabaseUnavailable as err:
                 self.dependencies.report("mysql", False, str(err))
                 self.ledger.db_retried()

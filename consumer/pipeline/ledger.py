@@ -134,6 +134,9 @@ class Totals:
     dead_letters: Counter[str] = field(default_factory=Counter)
     alerts_fired: Counter[str] = field(default_factory=Counter)
     undecodable: int = 0
+    binding_queries: int = 0
+    binding_hits: int = 0
+    binding_misses: int = 0
     batch_size: Histogram = field(default_factory=lambda: Histogram(SIZE_BUCKETS))
     flush_duration: dict[str, Histogram] = field(
         default_factory=lambda: {s: Histogram(DURATION_BUCKETS) for s in FLUSH_STAGES}
@@ -179,6 +182,13 @@ class Ledger:
     def dead_lettered(self, reasons: Iterable[str]) -> None:
         with self._lock:
             self._t.dead_letters.update(reasons)
+
+    def bound(self, hits: int, misses: int, queries: int) -> None:
+        """One device-binding lookup: cache hits, misses and the queries they cost."""
+        with self._lock:
+            self._t.binding_hits += hits
+            self._t.binding_misses += misses
+            self._t.binding_queries += queries
 
     def db_retried(self) -> None:
         with self._lock:
