@@ -23,7 +23,7 @@ help:
 	@echo "make demo      - stack up, migrate, 2 replicas + simulator, print a summary"
 	@echo "make test      - venv, lint, typecheck, services, unit + integration tests"
 	@echo "make bench     - throughput and latency benchmarks (JSON in bench/results/)"
-	@echo "make validate-deploy - lint/validate Dockerfile and docker-compose.yml"
+	@echo "make validate-deploy - lint/validate Dockerfile, docker-compose.yml, deploy/k8s"
 	@echo "make services | services-down | services-status"
 
 venv: $(STAMP)
@@ -67,9 +67,9 @@ $(COMPOSE_VALIDATE): $(COMPOSE_VALIDATE_SRC)
 	mkdir -p $(@D)
 	cd tools/compose-validate && $(GO) mod download && $(GO) build -o $(CURDIR)/$@ .
 
-# Docker assets only (no services needed); also part of `make test`.
+# Docker and Kubernetes assets only (no services needed); also part of `make test`.
 validate-deploy: venv compose-validate
-	$(BIN)/pytest tests/unit/test_docker_assets.py -q
+	$(BIN)/pytest tests/unit/test_docker_assets.py tests/unit/test_k8s_manifests.py -q
 
 # The README's test command: everything CI runs.
 test: venv tools lint typecheck compose-validate services
