@@ -15,10 +15,12 @@ COPY consumer/ consumer/
 COPY schemas/ schemas/
 RUN pip install . \
     && rm -rf /src \
-    && useradd --system --uid 10001 --user-group --home-dir /app --create-home app
+    && groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /app --create-home app
 
 WORKDIR /app
-USER app
+# Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
 
 # The sidecar (/livez, /readyz, /metrics) must listen on all interfaces in a container.
 ENV HTTP_HOST=0.0.0.0 \

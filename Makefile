@@ -9,13 +9,21 @@ export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 export DATABASE_URL ?= mysql+pymysql://root@127.0.0.1:3306/health
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
+# compose-validate: compose-go (Docker Compose's own loader) in a tiny Go program. The Go
+# toolchain is the machine's; modules come from the Go module proxy on the first build.
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+COMPOSE_VALIDATE := .cache/compose-validate
+COMPOSE_VALIDATE_SRC := $(wildcard tools/compose-validate/*.go) \
+	tools/compose-validate/go.mod tools/compose-validate/go.sum
+
 .PHONY: help venv tools services services-down services-status migrate lint typecheck \
-	unit integration test demo bench clean
+	unit integration test demo bench clean compose-validate validate-deploy
 
 help:
 	@echo "make demo      - stack up, migrate, 2 replicas + simulator, print a summary"
 	@echo "make test      - venv, lint, typecheck, services, unit + integration tests"
 	@echo "make bench     - throughput and latency benchmarks (JSON in bench/results/)"
+	@echo "make validate-deploy - lint/validate Dockerfile, docker-compose.yml, deploy/k8s"
 	@echo "make services | services-down | services-status"
 
 venv: $(STAMP)
@@ -54,8 +62,17 @@ unit: venv
 integration: venv services
 	$(BIN)/pytest tests/integration -q
 
+compose-validate: $(COMPOSE_VALIDATE)
+$(COMPOSE_VALIDATE): $(COMPOSE_VALIDATE_SRC)
+	mkdir -p $(@D)
+	cd tools/compose-validate && $(GO) mod download && $(GO) build -o $(CURDIR)/$@ .
+
+# Docker and Kubernetes assets only (no services needed); also part of `make test`.
+validate-deploy: venv compose-validate
+	$(BIN)/pytest tests/unit/test_docker_assets.py tests/unit/test_k8s_manifests.py -q
+
 # The README's test command: everything CI runs.
-test: venv tools lint typecheck services
+test: venv tools lint typecheck compose-validate services
 	$(BIN)/pytest tests -q --durations=15
 
 demo: venv services

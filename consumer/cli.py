@@ -1,4 +1,4 @@
-"""`health-consumer run | migrate | simulate`."""
+"""`health-consumer run | migrate | simulate | dlq`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 
 from consumer import __version__, logs
 from consumer.settings import ConfigError, load_settings
+from consumer.tools import dlq as dlq_tool
 
 log = logging.getLogger("consumer")
 
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--start", default=None, help="first reading time, yyyy-MM-dd HH:mm:ss")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.add_argument("--summary-json", default=None, help="also write the summary here")
+    dlq_tool.add_parser(sub)
     return parser
 
 
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         head = upgrade_to_head(settings.database_url.get_secret_value())
         print(f"database at revision {head}")
         return 0
+
+    if args.command == "dlq":
+        return dlq_tool.run(settings, args)
 
     if args.command == "run":
         from consumer.db.migrate import SchemaNotReady
