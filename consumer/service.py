@@ -12,6 +12,7 @@ from types import FrameType
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from consumer.dependencies import Dependencies
+from consumer.health_alerts.reload import RuleReloader
 from consumer.health_alerts.repository import RuleCache
 from consumer.observe.api import Api
 from consumer.observe.health import Band, HealthThresholds
@@ -22,6 +23,7 @@ from consumer.observe.ops_rules import AlertThresholds
 from consumer.observe.prometheus import ReplicaCollector
 from consumer.observe.webhook import WebhookNotifier
 from consumer.pipeline.batching import BatchPolicy
+from consumer.pipeline.binding import BindingCache, DeviceDirectory
 from consumer.pipeline.flush import Flusher, RetryPolicy, Sinks
 from consumer.pipeline.ledger import Ledger
 from consumer.pipeline.poll_loop import PollLoop
@@ -62,6 +64,14 @@ class Replica:
             ),
         )
         self.rules = RuleCache(self.engine, settings.alert_rules_refresh_s)
+        self.rule_reloader = RuleReloader(
+            settings.redis_url.get_secret_value(), settings.redis_socket_timeout_s, self.rules
+        )
+        self.directory = DeviceDirectory(
+            self.engine,
+            BindingCache(settings.binding_cache_ttl_s, settings.binding_negative_ttl_s),
+            self.ledger,
+        )
         self.loop = PollLoop(settings, self._new_worker, self.ledger, self.dependencies)
         self.webhook = (
             WebhookNotifier(settings.alert_webhook_url) if settings.alert_webhook_url else None
@@ -99,7 +109,7 @@ class Replica:
         s = self.settings
         flusher = Flusher(
             partition, self.sinks, self.rules, self.dependencies, self.ledger,
-            RetryPolicy(s.db_retry_initial_backoff_s, s.db_retry_max_backoff_s),
+            RetryPolicy(s.db_retry_initial_backoff_s, s.db_retry_max_backoff_s), self.directory,
         )  # fmt: skip
         policy = BatchPolicy(s.batch_max_records, s.batch_max_wait_ms / 1000.0)
         return PartitionWorker(partition, flusher, policy)
@@ -112,10 +122,12 @@ class Replica:
         """Serve the sidecar at once, wait for MySQL and Kafka, then consume."""
         self.sidecar.start()
         self.monitor.start()
+        self.rule_reloader.start()
         try:
             if wait_for_dependencies(self.settings, self.engine, self.dependencies, self._stop):
                 self.loop.run()
         finally:
+            self.rule_reloader.close()
             self.monitor.close()
             self.sidecar.close()
             if self.webhook is not None:

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
 
     # Health alert rules
     alert_rules_refresh_s: float = Field(60.0, gt=0, le=86_400)
+    binding_cache_ttl_s: float = Field(300.0, gt=0, le=86_400)
+    binding_negative_ttl_s: float = Field(60.0, gt=0, le=86_400)
 
     # Sidecar / observability
     http_host: str = "127.0.0.1"

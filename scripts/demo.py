@@ -21,17 +21,21 @@ from sqlalchemy import create_engine, text
 from consumer.db.migrate import upgrade_to_head
 from consumer.settings import load_settings
 from consumer.tools.replicas import ReplicaProcess, histogram_quantile, total
-from consumer.tools.simulate import ReadingGenerator, simulate
+from consumer.tools.simulate import SIMULATED_CUSTOMERS, ReadingGenerator, simulate
 from consumer.topics import admin_client, ensure_topic
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / ".runtime" / "logs"
+# Rules are scoped by customer (as the legacy applies them): one set per simulated customer.
 DEMO_RULES = (
     "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_min, threshold_max,"
-    " trend_duration, severity_level, alert_message, customer_id) VALUES"
-    " ('heart_rate_high', 'heart_rate', 40, 95, 3, 'critical', 'Sustained high heart rate', 0),"
-    " ('spo2_low', 'blood_oxygen', 94, NULL, 1, 'warning', 'Low blood oxygen', 0),"
-    " ('fever', 'temperature', NULL, 37.2, 2, 'warning', 'Elevated body temperature', 0)"
+    " trend_duration, severity_level, alert_message, customer_id) VALUES "
+    + ",".join(
+        f" ('heart_rate_high', 'heart_rate', 40, 95, 3, 'critical', 'High heart rate', {c}),"
+        f" ('spo2_low', 'blood_oxygen', 94, NULL, 1, 'warning', 'Low blood oxygen', {c}),"
+        f" ('fever', 'temperature', NULL, 37.2, 2, 'warning', 'Elevated body temperature', {c})"
+        for c in SIMULATED_CUSTOMERS
+    )
 )
 
 

@@ -44,9 +44,16 @@ class HealthRule:
     severity_level: str
     alert_message: str | None
     customer_id: int
+    level: str | None = None  # t_alert_rules.level (production); severity_level stands in
+
+    @property
+    def alert_level(self) -> str:
+        return self.level or self.severity_level
 
     def applies_to(self, record: HealthRecord) -> bool:
-        return self.customer_id == 0 or self.customer_id == record.customer_id
+        """Rules are scoped by customer, as the legacy applies them: a reading gets exactly
+        its customer's rules, and an unbound reading (customer 0) the customer-0 rules."""
+        return self.customer_id == (record.customer_id or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +117,11 @@ def fire_alerts(
     alerts: list[Alert] = []
     if not rules:
         return alerts, new_state
+    by_customer: dict[int, list[HealthRule]] = {}
+    for rule in rules:
+        by_customer.setdefault(rule.customer_id, []).append(rule)
     for record in records:
-        for rule in rules:
-            if not rule.applies_to(record):
-                continue
+        for rule in by_customer.get(record.customer_id or 0, ()):
             values = measured_values(rule, record)
             if not values:
                 continue

@@ -107,3 +107,15 @@ def render_health_values(records: list[HealthRecord]) -> str:
 
 def _n(value: int | Decimal | None) -> str:
     return "NULL" if value is None else str(value)
+
+
+LEGACY_UPLOAD_METHODS = frozenset({"wifi", "bluetooth", "common_event", "esim"})
+
+
+def legacy_upload_method(raw: str | None) -> str:
+    """The value the legacy ENUM holds: missing -> wifi, 4g -> esim, unknown -> common_event."""
+    if not raw:
+        return "wifi"
+    if raw == "4g":
+        return "esim"
+    return raw if raw in LEGACY_UPLOAD_METHODS else "common_event"

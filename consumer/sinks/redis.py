@@ -18,7 +18,8 @@ import redis
 
 from consumer.health_alerts.rules import Alert
 from consumer.pipeline.retry import Backoff
-from schemas.record import HealthRecord, to_redis_fields
+from consumer.sinks.redis_hash import legacy_hash
+from schemas.record import HealthRecord
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class RedisSink:
             keys: list[str] = []
             args: list[str | bytes] = []
             for record in latest[start : start + DEVICES_PER_CALL]:
-                fields = to_redis_fields(record)
+                fields = legacy_hash(record)
                 flat: list[str] = [record.device_sn]
                 for name, value in fields.items():
                     flat.append(name)

@@ -34,6 +34,10 @@ UPLOAD_METHODS = ("wifi", "wifi", "wifi", "bluetooth", "4g", "common_event")
 TS_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
+# The simulator's devices belong to these customers (demo rules are created per customer).
+SIMULATED_CUSTOMERS = tuple(range(1000, 1007))
+
+
 @dataclass(frozen=True, slots=True)
 class SimMessage:
     key: bytes
@@ -78,7 +82,7 @@ class ReadingGenerator:
             base_hr=r.randint(58, 82),
             lat=round(22.5 + r.uniform(-0.5, 0.5), 6),
             lon=round(114.0 + r.uniform(-0.5, 0.5), 6),
-            customer_id=1000 + i % 7,
+            customer_id=SIMULATED_CUSTOMERS[i % len(SIMULATED_CUSTOMERS)],
             org_id=2000 + i % 31,
             user_id=100_000 + i,
         )

@@ -124,14 +124,14 @@ def test_redis_latest_never_moves_backwards(stack: Stack, redis_client: redis.Re
     stack.produce([reading("2025-06-01 10:00:00", 70), reading("2025-06-01 10:05:00", 75)])
     proc = stack.consumer().start()
     wait_rows(stack, 2)
-    wait_for(lambda: redis_client.hget(f"health_data:{sn}", "heart_rate") == "75", 30)
+    wait_for(lambda: redis_client.hget(f"health_data:{sn}", "heartRate") == "75", 30)
     # An older reading arriving late is stored in the DB but must not become "latest".
     stack.produce([reading("2025-06-01 09:00:00", 60)])
     wait_rows(stack, 3)
     time.sleep(0.5)
     latest = redis_client.hgetall(f"health_data:{sn}")
     assert latest["timestamp"] == "2025-06-01 10:05:00"
-    assert latest["heart_rate"] == "75" and latest["deviceSn"] == sn
+    assert latest["heartRate"] == "75" and latest["deviceSn"] == sn
     published = [
         m for m in iter(lambda: pubsub.get_message(timeout=0.5), None) if m["type"] == "message"
     ]
@@ -144,8 +144,8 @@ def test_heart_rate_and_spo2_rules_fire(stack: Stack, redis_client: redis.Redis)
         conn.exec_driver_sql(
             "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_min, threshold_max,"
             " trend_duration, severity_level, alert_message, customer_id) VALUES "
-            "('heart_rate_high', 'heart_rate', 40, 120, 3, 'critical', 'Heart rate high', 0),"
-            "('spo2_low', 'blood_oxygen', 90, NULL, 1, 'warning', 'SpO2 low', 0)"
+            "('heart_rate_high', 'heart_rate', 40, 120, 3, 'critical', 'Heart rate high', 5),"
+            "('spo2_low', 'blood_oxygen', 90, NULL, 1, 'warning', 'SpO2 low', 5)"
         )
     sn = "CRFTQALERT000001"
     heart = [130, 131, 132, 133, 80, 140, 141, 142, 0, 150]

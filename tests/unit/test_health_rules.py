@@ -9,7 +9,7 @@ def rule(
     lo: str | None = "40",
     hi: str | None = "120",
     trend: int = 1,
-    customer: int = 0,
+    customer: int = 1001,  # tests.records.make_record's customer
     rule_id: int = 1,
 ) -> HealthRule:
     return HealthRule(

@@ -236,7 +236,9 @@ def test_kafka_trigger_fields(kinds: dict[str, dict[str, Any]], config: dict[str
     assert meta["bootstrapServers"] == config["KAFKA_BOOTSTRAP_SERVERS"]
     assert meta["consumerGroup"] == config["KAFKA_GROUP_ID"]
     assert meta["topic"] == config["KAFKA_TOPIC"]
-    assert meta["offsetResetPolicy"] == "earliest"  # consumer/pipeline/poll_loop.py auto.offset.reset
+    assert (
+        meta["offsetResetPolicy"] == "earliest"
+    )  # consumer/pipeline/poll_loop.py auto.offset.reset
     assert meta["allowIdleConsumers"] == "false"
 
 

@@ -1,0 +1,38 @@
+"""Device binding (pure parts): customer from ancestors, message ids win, the TTL cache."""
+
+from consumer.pipeline.binding import UNBOUND, Binding, BindingCache, bind, customer_of
+from tests.records import make_record
+
+
+def test_customer_is_the_first_non_zero_ancestor_else_the_org() -> None:
+    assert customer_of(55, "0,7,31") == 7
+    assert customer_of(55, "0") == 55
+    assert customer_of(55, "") == 55
+    assert customer_of(55, None) == 55
+    assert customer_of(55, " 0 , 12 ,3") == 12
+
+
+def test_message_values_win_field_by_field() -> None:
+    record = make_record(customer_id=None, org_id=9, user_id=None)
+    bound = bind(record, Binding(7, 31, 400))
+    assert (bound.customer_id, bound.org_id, bound.user_id) == (7, 9, 400)
+    full = make_record(customer_id=1, org_id=2, user_id=3)
+    assert bind(full, Binding(7, 31, 400)) is full
+
+
+def test_unbound_device_gets_customer_zero() -> None:
+    record = make_record(customer_id=None, org_id=None, user_id=None)
+    bound = bind(record, UNBOUND)
+    assert (bound.customer_id, bound.org_id, bound.user_id) == (0, None, None)
+
+
+def test_cache_hits_misses_and_ttls() -> None:
+    now = [0.0]
+    cache = BindingCache(ttl_s=100, negative_ttl_s=10, clock=lambda: now[0])
+    assert cache.get_many(["A", "B"]) == ({}, ["A", "B"])
+    cache.put_many({"A": Binding(1, 2, 3), "B": UNBOUND})
+    assert cache.get_many(["A", "B"]) == ({"A": Binding(1, 2, 3), "B": UNBOUND}, [])
+    now[0] = 11.0  # the negative entry expired, the positive one did not
+    assert cache.get_many(["A", "B"]) == ({"A": Binding(1, 2, 3)}, ["B"])
+    now[0] = 101.0
+    assert cache.get_many(["A"]) == ({}, ["A"])
