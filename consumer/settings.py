@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     # Batching and flow control
     batch_max_records: int = Field(1000, ge=1, le=100_000)
     batch_max_wait_ms: int = Field(250, ge=1, le=600_000)
+    batch_eager: bool = True
     worker_queue_max_records: int = Field(5000, ge=2, le=10_000_000)
     max_readings_per_message: int = Field(1000, ge=1, le=100_000)
     poll_batch_size: int = Field(1000, ge=1, le=100_000)

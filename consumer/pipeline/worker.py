@@ -81,11 +81,11 @@ class PartitionWorker:
         batch = self._batch
         try:
             while not self._abandon.is_set():
-                stopping = self._fill(batch)
+                stopping, drained = self._fill(batch)
                 if self._abandon.is_set():
                     return
                 now = time.monotonic()
-                if batch.messages and (stopping or self.policy.should_flush(batch, now)):
+                if batch.messages and (stopping or self.policy.should_flush(batch, now, drained)):
                     self._flush(batch)
                     batch = self._batch = Batch(self.partition)
                 elif stopping and not batch.messages:
@@ -101,17 +101,23 @@ class PartitionWorker:
             self.failure = f"{type(exc).__name__}: {exc}"
             log.exception("worker crashed", extra={"partition": self.partition})
 
-    def _fill(self, batch: Batch) -> bool:
-        """Move inbox messages into the batch until it is full or due; return `stopping`."""
+    def _fill(self, batch: Batch) -> tuple[bool, bool]:
+        """Move inbox messages into the batch until it is full or due.
+
+        Returns (stopping, drained): drained means the inbox is empty, which an eager
+        policy takes as the moment to flush instead of waiting for more.
+        """
         with self._cond:
             while not self._inbox and not self._stopping and not self._abandon.is_set():
+                if self.policy.eager and batch.messages:
+                    break
                 wait = self.policy.seconds_until_due(batch, time.monotonic())
                 if wait is not None and wait <= 0:
                     break
                 self._cond.wait(wait)
             while self._inbox and batch.record_count < self.policy.max_records:
                 batch.add(self._inbox.popleft(), time.monotonic())
-            return self._stopping
+            return self._stopping, not self._inbox
 
     def _flush(self, batch: Batch) -> None:
         self._flusher.flush(batch)

@@ -76,3 +76,13 @@ def test_backoff_grows_to_cap_with_jitter() -> None:
     assert low.next_delay() == pytest.approx(0.05)
     b.reset()
     assert b.next_delay() == pytest.approx(0.1)
+
+
+def test_eager_policy_flushes_when_drained_and_lets_batches_grow_otherwise() -> None:
+    eager = BatchPolicy(max_records=1000, max_wait_s=10, eager=True)
+    batch = Batch(0)
+    batch.add(pending(1), now=0.0)
+    assert eager.should_flush(batch, now=0.0, drained=True)
+    assert not eager.should_flush(batch, now=0.0, drained=False)  # more is queued: grow
+    assert not BatchPolicy(1000, 10).should_flush(batch, now=0.0, drained=True)
+    assert not eager.should_flush(Batch(0), now=0.0, drained=True)
