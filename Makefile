@@ -10,12 +10,13 @@ export DATABASE_URL ?= mysql+pymysql://root@127.0.0.1:3306/health
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: help venv tools services services-down services-status migrate lint typecheck \
-	unit integration test demo bench clean
+	unit integration test demo bench gateway clean
 
 help:
 	@echo "make demo      - stack up, migrate, 2 replicas + simulator, print a summary"
 	@echo "make test      - venv, lint, typecheck, services, unit + integration tests"
 	@echo "make bench     - throughput and latency benchmarks (JSON in bench/results/)"
+	@echo "make gateway   - run the ingest gateway (health-gateway) against the local stack"
 	@echo "make services | services-down | services-status"
 
 venv: $(STAMP)
@@ -25,7 +26,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# promtool/prometheus (Debian package) for the alert-rule and scrape tests.
+# promtool/prometheus (Debian packages) for the alert-rule and scrape tests, wrk for the
+# gateway benchmark.
 tools:
 	scripts/install-tools.sh
 
@@ -42,8 +44,8 @@ migrate: venv services
 	$(BIN)/health-consumer migrate
 
 lint: venv
-	$(BIN)/ruff check consumer schemas tests bench scripts
-	$(BIN)/ruff format --check consumer schemas tests bench scripts
+	$(BIN)/ruff check consumer schemas gateway tests bench scripts
+	$(BIN)/ruff format --check consumer schemas gateway tests bench scripts
 
 typecheck: venv
 	$(BIN)/mypy
@@ -61,8 +63,11 @@ test: venv tools lint typecheck services
 demo: venv services
 	$(BIN)/python scripts/demo.py
 
-bench: venv services
+bench: venv tools services
 	$(BIN)/python bench/run.py
+
+gateway: venv services
+	$(BIN)/health-gateway
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
