@@ -10,6 +10,7 @@ replicas and the gateway up for Grafana/Prometheus).
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import os
@@ -69,6 +70,7 @@ def start_gateway(topic: str, bootstrap: str, port: int) -> subprocess.Popen[byt
     }
     binary = str(Path(sys.executable).with_name("health-gateway"))
     proc = subprocess.Popen([binary], env=env, stdout=log, stderr=log)
+    atexit.register(lambda: proc.poll() is None and proc.terminate())  # even on a crash
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         try:

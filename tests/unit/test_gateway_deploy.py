@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def compose_gateway() -> dict[str, Any]:
-    service: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())[
-        "services"
-    ]["gateway"]
+    service: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][
+        "gateway"
+    ]
     return service
 
 
