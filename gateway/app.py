@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway import logs
 from gateway.auth import TokenCheck
@@ -43,10 +44,20 @@ JSON = "application/json"
 _PREVIEW = 200
 
 
+def _render(status: str, message: str) -> bytes:
+    return orjson.dumps({"status": status, "message": message})
+
+
 def answer(status_code: int, status: str, message: str, **headers: str) -> Response:
     """The legacy endpoint's JSON answer."""
-    body = orjson.dumps({"status": status, "message": message})
+    body = _render(status, message)
     return Response(body, status_code=status_code, media_type=JSON, headers=headers or None)
+
+
+_ONE_READING = _render("success", "Data uploaded: 1 readings of 1 devices")
+_UNAVAILABLE = _render("error", "Kafka unavailable, retry later")
+_INTERNAL = _render("error", "internal error")
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class _TooLarge(Exception):
@@ -65,6 +76,7 @@ class Gateway:
         self.tokens = TokenCheck(settings.api_token_header, settings.token_digests())
         self._counters: dict[tuple[str, int], Any] = {}
         self._retry_after = str(settings.retry_after_s)
+        self._retry_headers = [*_JSON_HEADERS, (b"retry-after", self._retry_after.encode())]
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -99,18 +111,24 @@ class Gateway:
             )
         counter.inc()
 
-    def _reject(self, code: int, reason: str, message: str, body: bytes = b"") -> Response:
-        self.metrics.rejected.labels(reason).inc()
-        log.info("upload rejected", extra={"status": code, "reason": reason})
-        if body and log.isEnabledFor(logging.DEBUG):
-            log.debug("rejected upload", extra={"reason": reason, "preview": body[:_PREVIEW]})
-        return answer(code, "error", message)
-
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, or None when the client went away; _TooLarge past the limit."""
         limit = self.settings.max_body_bytes
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body"):  # the common case: one chunk
+            if message["type"] == "http.disconnect":
+                return None
+            if len(body) > limit:
+                raise _TooLarge
+            return bytes(body)
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body"):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise _TooLarge
@@ -119,58 +137,76 @@ class Gateway:
 
     # --- endpoints ---------------------------------------------------------------------------
 
-    async def upload(self, request: Request) -> Response:
+    async def upload(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /upload_health_data as a plain ASGI callable: it is the hot path, and the
+        framework's Request/Response objects and middleware would cost as much as the
+        upload's own work."""
         started = time.perf_counter()
         in_flight = self.metrics.in_flight
         in_flight.inc()
         try:
-            response = await self._upload(request)
+            code, body = await self._upload(scope, receive)
         except Exception:
             log.exception("upload failed")
-            response = answer(500, "error", "internal error")
+            code, body = 500, _INTERNAL
         finally:
             in_flight.dec()
+        headers = self._retry_headers if code == 503 else _JSON_HEADERS
+        await send({"type": "http.response.start", "status": code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
         self.metrics.upload_duration.observe(time.perf_counter() - started)
-        self._count(UPLOAD, response.status_code)
-        return response
+        self._count(UPLOAD, code)
 
-    async def _upload(self, request: Request) -> Response:
-        if not self.tokens.allows(request.headers.get(self.tokens.header)):
-            return self._reject(401, "unauthorized", "missing or unknown API token")
+    def _reject_body(self, code: int, reason: str, message: str, body: bytes = b"") -> bytes:
+        self.metrics.rejected.labels(reason).inc()
+        log.info("upload rejected", extra={"status": code, "reason": reason})
+        if body and log.isEnabledFor(logging.DEBUG):
+            log.debug("rejected upload", extra={"reason": reason, "preview": body[:_PREVIEW]})
+        return _render("error", message)
+
+    async def _upload(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        token_header = self.tokens.header.encode()
+        token: str | None = None
+        length: int | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit():
+                length = int(value)
+            elif name == token_header:
+                token = value.decode("latin-1")
+        if not self.tokens.allows(token):
+            return 401, self._reject_body(401, "unauthorized", "missing or unknown API token")
         limit = self.settings.max_body_bytes
-        length = request.headers.get("content-length")
-        too_large = f"body larger than {limit} bytes"
-        if length is not None and length.isdigit() and int(length) > limit:
-            return self._reject(413, "too_large", too_large)
+        if length is not None and length > limit:
+            return 413, self._reject_body(413, "too_large", f"body larger than {limit} bytes")
         try:
-            body = await self._read_body(request)
+            body = await self._read_body(receive)
         except _TooLarge:
-            return self._reject(413, "too_large", too_large)
+            return 413, self._reject_body(413, "too_large", f"body larger than {limit} bytes")
+        if body is None:
+            return 499, _render("error", "client disconnected")
         try:
             upload = split_upload(body, max_readings=self.settings.max_readings_per_message)
         except UploadRejected as exc:
-            return self._reject(400, exc.reason, exc.message, body)
+            return 400, self._reject_body(400, exc.reason, exc.message, body)
         if self.settings.reject_invalid_readings:
             problem = dead_letter_reasons(body)
             if problem is not None:
-                return self._reject(400, "invalid_readings", problem, body)
+                return 400, self._reject_body(400, "invalid_readings", problem, body)
         try:
             await self.producer.send(upload.messages)
         except Unavailable as exc:
             self.metrics.produce_errors.labels(exc.reason).inc()
             log.debug("upload refused: kafka", extra={"reason": exc.reason, "error": exc.detail})
-            return answer(
-                503, "error", "Kafka unavailable, retry later", **{"Retry-After": self._retry_after}
-            )
+            return 503, _UNAVAILABLE
         self.metrics.readings_accepted.inc(upload.readings)
-        return answer(
-            200,
-            "success",
-            f"Data uploaded: {upload.readings} readings of {upload.devices} devices",
+        if upload.readings == 1:
+            return 200, _ONE_READING
+        return 200, _render(
+            "success", f"Data uploaded: {upload.readings} readings of {upload.devices} devices"
         )
 
     async def livez(self, _: Request) -> Response:
-        fatal = self.producer.fatal
+        fatal = self.producer.fatal or self.producer.stalled()
         response = (
             answer(200, "success", "alive")
             if fatal is None
@@ -201,21 +237,40 @@ class Gateway:
         return Response(orjson.dumps(document), media_type=JSON)
 
 
-def build_app(gateway: Gateway) -> Starlette:
+async def _method_not_allowed(_: Request) -> Response:  # POST is served before routing
+    return answer(405, "error", "method not allowed")
+
+
+class GatewayApp:
+    """POST /upload_health_data straight to the gateway; everything else (lifespan, the
+    probes, /metrics, a GET on the upload path) through Starlette."""
+
+    def __init__(self, gateway: Gateway, app: Starlette) -> None:
+        self.gateway = gateway
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == UPLOAD and scope["method"] == "POST":
+            await self.gateway.upload(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def build_app(gateway: Gateway) -> GatewayApp:
     routes = [
-        Route(UPLOAD, gateway.upload, methods=["POST"]),
+        Route(UPLOAD, _method_not_allowed, methods=["POST"]),
         Route("/livez", gateway.livez, methods=["GET"]),
         Route("/readyz", gateway.readyz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", gateway.openapi, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=gateway.lifespan)
+    return GatewayApp(gateway, Starlette(routes=routes, lifespan=gateway.lifespan))
 
 
 def create_app(
     settings: GatewaySettings | None = None,
     producer_factory: Callable[[dict[str, Any]], Any] | None = None,
-) -> Starlette:
+) -> GatewayApp:
     """The app of one worker (uvicorn calls this with no arguments: settings from env)."""
     if settings is None:
         settings = load_settings()

@@ -40,7 +40,7 @@ class Unavailable(Exception):
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
-        self.reason = reason  # kafka_down | queue_full | delivery_failed | timeout | fatal
+        self.reason = reason  # kafka_down | queue_full | delivery_failed | fatal
         self.detail = detail
 
 
@@ -95,6 +95,11 @@ class GatewayProducer:
     def fatal(self) -> str | None:
         """A fatal producer error: this worker can never produce again (see /livez)."""
         return self._fatal
+
+    def stalled(self) -> str | None:
+        """Why this worker can no longer answer uploads, if a thread of ours died."""
+        dead = [t.name for t in self._threads if not t.is_alive()]
+        return f"thread {', '.join(dead)} stopped" if dead and not self._stop.is_set() else None
 
     def _set_up(self, up: bool, why: str = "") -> None:
         if up != self._kafka_up:
@@ -201,17 +206,15 @@ class GatewayProducer:
             except KafkaException as exc:
                 raise Unavailable("delivery_failed", str(exc)) from None
             futures.append(future)
-        wait_s = self._settings.delivery_timeout_s + 5.0
+        # No timer of our own: librdkafka reports every message by message.timeout.ms
+        # (_MSG_TIMED_OUT at the latest), and /livez fails if the poll thread stops.
         try:
-            async with asyncio.timeout(wait_s):
-                if len(futures) == 1:
-                    await futures[0]
-                else:  # gather retrieves every outcome, so none is left unobserved
-                    for outcome in await asyncio.gather(*futures, return_exceptions=True):
-                        if isinstance(outcome, BaseException):
-                            raise outcome
-        except TimeoutError:
-            raise Unavailable("timeout", f"no delivery report after {wait_s:.0f} s") from None
+            if len(futures) == 1:
+                await futures[0]
+            else:  # gather retrieves every outcome, so none is left unobserved
+                for outcome in await asyncio.gather(*futures, return_exceptions=True):
+                    if isinstance(outcome, BaseException):
+                        raise outcome
         except _DeliveryError as exc:
             raise Unavailable("delivery_failed", f"{exc.err.name()}: {exc.err.str()}") from None
         self._metrics.records_produced.inc(len(futures))
