@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     logs.configure(settings.log_level, settings.log_format)
+    own_directory = settings.metrics_dir is None
     directory = settings.metrics_dir or tempfile.mkdtemp(prefix="health-gateway-metrics-")
     os.environ[MULTIPROC_ENV] = directory
     from gateway.metrics import prepare_multiprocess_dir
@@ -58,23 +60,27 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    uvicorn.run(
-        "gateway.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        proxy_headers=False,  # no proxy in front by default; saves work per request
-        # In-flight uploads may wait up to the delivery timeout for their acks.
-        timeout_graceful_shutdown=int(settings.delivery_timeout_s) + 5,
-        backlog=4096,
-    )
+    try:
+        uvicorn.run(
+            "gateway.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            proxy_headers=False,  # no proxy in front by default; saves work per request
+            # In-flight uploads may wait up to the delivery timeout for their acks.
+            timeout_graceful_shutdown=int(settings.delivery_timeout_s) + 5,
+            backlog=4096,
+        )
+    finally:
+        if own_directory:
+            shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 
