@@ -6,12 +6,13 @@ local prefix = os.getenv("WRK_SN_PREFIX") or "WRK"
 local token_header = os.getenv("WRK_TOKEN_HEADER")
 local token = os.getenv("WRK_TOKEN")
 local counter = 0
-local thread_id = 0
+local threads = 0
 local statuses = {}
 
+-- runs in the main Lua state: gives each thread's own state a distinct global `tid`
 function setup(thread)
-  thread:set("thread_id", thread_id)
-  thread_id = thread_id + 1
+  thread:set("tid", threads)
+  threads = threads + 1
 end
 
 function init(args)
@@ -25,6 +26,7 @@ end
 
 function request()
   counter = counter + 1
+  local thread_id = tid or 0
   local device = (counter * 7919 + thread_id) % devices
   -- one second per request and device: unique timestamps for hours of load
   local t = 1748736000 + thread_id * 50000000 + counter
