@@ -1,5 +1,5 @@
 # healthstream consumer image: `health-consumer run` by default; the same image runs
-# `migrate` and `simulate` (see docker-compose.yml).
+# `migrate`, `simulate` and the ingest gateway (`health-gateway`, see docker-compose.yml).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,6 +13,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY consumer/ consumer/
 COPY schemas/ schemas/
+COPY gateway/ gateway/
 RUN pip install . \
     && rm -rf /src \
     && groupadd --system --gid 10001 app \

@@ -17,13 +17,14 @@ COMPOSE_VALIDATE_SRC := $(wildcard tools/compose-validate/*.go) \
 	tools/compose-validate/go.mod tools/compose-validate/go.sum
 
 .PHONY: help venv tools services services-down services-status migrate lint typecheck \
-	unit integration test demo bench clean compose-validate validate-deploy
+	unit integration test demo bench gateway clean compose-validate validate-deploy
 
 help:
 	@echo "make demo      - stack up, migrate, 2 replicas + simulator, print a summary"
 	@echo "make test      - venv, lint, typecheck, services, unit + integration tests"
 	@echo "make bench     - throughput and latency benchmarks (JSON in bench/results/)"
 	@echo "make validate-deploy - lint/validate Dockerfile, docker-compose.yml, deploy/k8s"
+	@echo "make gateway   - run the ingest gateway (health-gateway) against the local stack"
 	@echo "make services | services-down | services-status"
 
 venv: $(STAMP)
@@ -33,7 +34,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# promtool/prometheus (Debian package) for the alert-rule and scrape tests.
+# promtool/prometheus (Debian packages) for the alert-rule and scrape tests, wrk for the
+# gateway benchmark.
 tools:
 	scripts/install-tools.sh
 
@@ -50,8 +52,8 @@ migrate: venv services
 	$(BIN)/health-consumer migrate
 
 lint: venv
-	$(BIN)/ruff check consumer schemas tests bench scripts
-	$(BIN)/ruff format --check consumer schemas tests bench scripts
+	$(BIN)/ruff check consumer schemas gateway tests bench scripts
+	$(BIN)/ruff format --check consumer schemas gateway tests bench scripts
 
 typecheck: venv
 	$(BIN)/mypy
@@ -78,8 +80,11 @@ test: venv tools lint typecheck compose-validate services
 demo: venv services
 	$(BIN)/python scripts/demo.py
 
-bench: venv services
+bench: venv tools services
 	$(BIN)/python bench/run.py
+
+gateway: venv services
+	$(BIN)/health-gateway
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

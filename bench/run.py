@@ -6,8 +6,11 @@ Scenarios (each on a fresh topic and database, so runs never disturb each other)
 - latency_5k: one replica, the producer paced at 5,000 records/s for BENCH_LATENCY_S;
   end-to-end = DB create_time of each row - the moment the producer sent it
   (the Kafka CreateTime), p50/p95/p99; the consumer's own histogram p95 is reported too.
+- gateway_saturation / gateway_2k: the ingest gateway in front of one replica
+  (bench/bench_gateway.py): uploads/s at saturation (wrk), latency at 2,000 uploads/s.
 Targets (2 cores, broker and DB on the same machine): >= 25k/s with one replica,
->= 50k/s with two, p95 <= 300 ms at 5k/s. Results: bench/results/<scenario>.json.
+>= 50k/s with two, p95 <= 300 ms at 5k/s; gateway >= 5,000 uploads/s, p95 <= 50 ms at
+2,000/s. Results: bench/results/<scenario>.json.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from confluent_kafka import Producer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import bench_gateway  # noqa: E402
 from consumer.tools.replicas import histogram_quantile, total  # noqa: E402
 from consumer.tools.simulate import ReadingGenerator  # noqa: E402
 from schemas.decode import decode_message  # noqa: E402
@@ -162,6 +166,8 @@ def main() -> int:
         "drain_1_replica": (lambda: drain(1, seed=11), ("records_per_s", 25_000)),
         "drain_2_replicas": (lambda: drain(2, seed=12), ("records_per_s", 50_000)),
         "latency_5k": (lambda: latency(seed=13), ("p95_ms", 300)),
+        "gateway_saturation": (bench_gateway.saturation, ("uploads_per_s", 5_000)),
+        "gateway_2k": (bench_gateway.fixed_rate, ("p95_ms", 50)),
     }
     summary_path = RESULTS / "summary.json"
     # BENCH_ONLY runs update their scenarios and keep the others' last results.

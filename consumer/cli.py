@@ -7,10 +7,14 @@ import datetime as dt
 import json
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from consumer import __version__, logs
 from consumer.settings import ConfigError, load_settings
 from consumer.tools import dlq as dlq_tool
+
+if TYPE_CHECKING:
+    from consumer.tools.simulate import SimSummary
 
 log = logging.getLogger("consumer")
 
@@ -38,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.add_argument("--summary-json", default=None, help="also write the summary here")
     dlq_tool.add_parser(sub)
+    sim.add_argument(
+        "--via-gateway",
+        default=None,
+        metavar="URL",
+        help="POST the uploads to this health-gateway (e.g. http://127.0.0.1:8080) instead "
+        "of producing to Kafka; token from HEALTH_GATEWAY_TOKEN",
+    )
     return parser
 
 
@@ -89,6 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         invalid_ratio=args.invalid_ratio,
         start=start,
     )
+    if args.via_gateway:
+        from consumer.tools.simulate import simulate_via_gateway
+
+        summary = simulate_via_gateway(
+            url=args.via_gateway,
+            generator=generator,
+            rate=args.rate,
+            duration_s=args.duration,
+            max_messages=args.messages,
+            progress=not args.quiet,
+        )
+        return _report(summary, args.summary_json)
     summary = simulate(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic=args.topic or settings.kafka_topic,
@@ -100,10 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.quiet,
         client_props=settings.kafka_client,
     )
+    return _report(summary, args.summary_json)
+
+
+def _report(summary: SimSummary, path: str | None) -> int:
     text = json.dumps(summary.as_dict(), indent=2)
     print(text)
-    if args.summary_json:
-        with open(args.summary_json, "w") as fh:
+    if path:
+        with open(path, "w") as fh:
             fh.write(text + "\n")
     return 0 if summary.delivery_errors == 0 else 1
 

@@ -1,18 +1,24 @@
 """`make demo`: the main job end to end on the local stack.
 
-Migrations, topic, two consumer replicas, the simulator (500 devices, 60 s by default),
-then a summary of what landed where. Knobs: DEMO_DEVICES, DEMO_RATE, DEMO_DURATION_S,
-DEMO_INVALID_RATIO, DEMO_KEEP_RUNNING=1 (leave the replicas up for Grafana/Prometheus).
+Migrations, topic, two consumer replicas, the ingest gateway, the simulator (500 devices,
+60 s by default) posting its uploads to the gateway like watches do (watch -> gateway ->
+Kafka -> consumer -> MySQL/Redis), then a summary of what landed where. Knobs:
+DEMO_DEVICES, DEMO_RATE, DEMO_DURATION_S, DEMO_INVALID_RATIO, DEMO_GATEWAY_PORT (8080),
+DEMO_DIRECT=1 (simulator straight into Kafka, no gateway), DEMO_KEEP_RUNNING=1 (leave the
+replicas and the gateway up for Grafana/Prometheus).
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import os
 import random
+import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
@@ -21,7 +27,12 @@ from sqlalchemy import create_engine, text
 from consumer.db.migrate import upgrade_to_head
 from consumer.settings import load_settings
 from consumer.tools.replicas import ReplicaProcess, histogram_quantile, total
-from consumer.tools.simulate import SIMULATED_CUSTOMERS, ReadingGenerator, simulate
+from consumer.tools.simulate import (
+    SIMULATED_CUSTOMERS,
+    ReadingGenerator,
+    simulate,
+    simulate_via_gateway,
+)
 from consumer.topics import admin_client, ensure_topic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +65,32 @@ def committed_lag(bootstrap: str, group: str, topic: str, partitions: int) -> in
         return lag
     finally:
         c.close()
+
+
+def start_gateway(topic: str, bootstrap: str, port: int) -> subprocess.Popen[bytes]:
+    """`health-gateway` (2 workers) in front of the demo topic; waits for /readyz."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = open(LOGS / "gateway.log", "ab")  # noqa: SIM115 - the child owns it
+    env = {
+        **os.environ,
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_KAFKA_TOPIC": topic,
+        "GATEWAY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+    }
+    binary = str(Path(sys.executable).with_name("health-gateway"))
+    proc = subprocess.Popen([binary], env=env, stdout=log, stderr=log)
+    atexit.register(lambda: proc.poll() is None and proc.terminate())  # even on a crash
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        time.sleep(0.25)
+    proc.kill()
+    raise RuntimeError(f"gateway not ready; see {LOGS / 'gateway.log'}")
 
 
 def main() -> int:
@@ -93,22 +130,41 @@ def main() -> int:
         invalid_ratio=env_float("DEMO_INVALID_RATIO", 0.01),
         start=start,
     )
-    summary = simulate(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        topic=settings.kafka_topic,
-        generator=generator,
-        rate=env_float("DEMO_RATE", 2000),
-        duration_s=env_float("DEMO_DURATION_S", 60),
-        partitions=partitions,
-        client_props=settings.kafka_client,
-    )
+    gateway = None
+    if os.environ.get("DEMO_DIRECT") == "1":
+        summary = simulate(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            topic=settings.kafka_topic,
+            generator=generator,
+            rate=env_float("DEMO_RATE", 2000),
+            duration_s=env_float("DEMO_DURATION_S", 60),
+            partitions=partitions,
+            client_props=settings.kafka_client,
+        )
+    else:
+        port = int(env_float("DEMO_GATEWAY_PORT", 8080))
+        gateway = start_gateway(settings.kafka_topic, settings.kafka_bootstrap_servers, port)
+        print(f"gateway up: POST http://127.0.0.1:{port}/upload_health_data")
+        summary = simulate_via_gateway(
+            url=f"http://127.0.0.1:{port}",
+            generator=generator,
+            rate=env_float("DEMO_RATE", 2000),
+            duration_s=env_float("DEMO_DURATION_S", 60),
+        )
     sent = summary.as_dict()
     print(
         "simulator:",
         json.dumps(
             {
                 k: sent[k]
-                for k in ("sent_messages", "sent_readings", "invalid", "rate_messages_per_s")
+                for k in (
+                    "sent_messages",
+                    "sent_readings",
+                    "invalid",
+                    "rate_messages_per_s",
+                    "http_status",
+                )
+                if k in sent
             }
         ),
     )
@@ -142,17 +198,27 @@ def main() -> int:
         "p95_end_to_end_latency_ms": None if p95 is None else round(p95 * 1000, 1),
         "sidecars": [r.url("/") for r in replicas],
         "health_endpoint_status": status,
+        "gateway_http_status": sent.get("http_status"),
+        "gateway_delivery_errors": sent["delivery_errors"],
     }
     print(json.dumps(result, indent=2))
     if status != 404:
         print("health:", health.decode()[:4000])
     if os.environ.get("DEMO_KEEP_RUNNING") == "1":
-        print("replicas left running (DEMO_KEEP_RUNNING=1); stop them with kill -TERM")
+        print("replicas and gateway left running (DEMO_KEEP_RUNNING=1); stop with kill -TERM")
         return 0
+    if gateway is not None:
+        gateway.terminate()
+        gateway.wait(60)
     codes = [r.stop() for r in replicas]
     print(f"replicas stopped with exit codes {codes}")
     expected = sent["sent_readings"] - sum(sent["invalid"].values())
-    ok = lag == 0 and result["rows_in_db"] == expected and all(c == 0 for c in codes)
+    ok = (
+        lag == 0
+        and result["rows_in_db"] == expected
+        and all(c == 0 for c in codes)
+        and sent["delivery_errors"] == 0
+    )
     print("demo OK" if ok else f"demo FAILED: expected {expected} rows")
     return 0 if ok else 1
 

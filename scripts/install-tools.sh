@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tools the tests need besides the venv: `promtool` (checks and unit-tests the Prometheus
-# rules and config) and `prometheus` (the integration test scrapes a live replica with it).
+# rules and config) and `prometheus` (the integration test scrapes a live replica with it);
+# `wrk`, the HTTP load generator of the gateway benchmark (bench/bench_gateway.py).
 #
 #   scripts/install-tools.sh
 #
@@ -43,6 +44,12 @@ else
     fi
 fi
 
+if ! command -v wrk >/dev/null; then
+    apt_install wrk
+fi
+
 command -v promtool >/dev/null || die "promtool still not on PATH after installing prometheus"
+command -v wrk >/dev/null || die "wrk still not on PATH after installing it"
 log "$(promtool --version 2>&1 | head -n 1)"
 log "$(prometheus --version 2>&1 | head -n 1)"
+log "$(wrk --version 2>&1 | head -n 1)"

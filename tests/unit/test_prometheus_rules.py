@@ -37,6 +37,8 @@ EXPECTED_ALERTS = {
     "HealthstreamTargetDown",
     "HealthstreamDependencyDown",
     "HealthstreamUnhealthy",
+    "HealthstreamGateway5xxRateHigh",
+    "HealthstreamGatewayKafkaUnreachable",
 }
 
 
