@@ -97,8 +97,9 @@ class PrivateKafka:
         (self.workdir / "server.properties").write_text(config)
         (self.workdir / "log4j2.properties").write_text(LOG4J.format(log=self.log))
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # `--cluster-id=ID`, not `-t ID`: an id starting with '-' reads as an option.
         cmd = self._java(
-            "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
+            "kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={cluster_id}",
             "-c", str(self.workdir / "server.properties"),
         )  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
