@@ -245,7 +245,8 @@ def test_prometheus_scrapes_a_replica(stack: Stack, tmp_path: Path) -> None:
             remaining,
             what="all rules evaluated",
         )
-        assert len(rules) == 9
+        expected = RULES.read_text().count("- alert:")
+        assert len(rules) == expected == 11  # 9 consumer rules + 2 gateway rules
         targets = server.api("/api/v1/targets")
         (target,) = targets["data"]["activeTargets"]
         assert target["health"] == "up", target

@@ -41,7 +41,8 @@ def test_compose_go_loads_the_compose_file(compose_validate: Path) -> None:
     result = run(compose_validate, ROOT / "docker-compose.yml")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "valid: 9 services (consumer, gateway, grafana, kafka, migrate, mysql, prometheus, redis, simulator)"
+        "valid: 9 services (consumer, gateway, grafana, kafka, migrate, mysql, prometheus, "
+        "redis, simulator)"
     )
 
 
