@@ -100,7 +100,10 @@ def main() -> int:
     upgrade_to_head(url)
     engine = create_engine(url)
     with engine.begin() as conn:
-        if not conn.execute(text("SELECT COUNT(*) FROM t_alert_rules")).scalar():
+        # Rules are per customer: a database from an older demo may hold only customer-0 rules.
+        first = SIMULATED_CUSTOMERS[0]
+        count = "SELECT COUNT(*) FROM t_alert_rules WHERE customer_id = :c"
+        if not conn.execute(text(count), {"c": first}).scalar():
             conn.execute(text(DEMO_RULES))
     admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_client)
     partitions = ensure_topic(admin, settings.kafka_topic, 12)
