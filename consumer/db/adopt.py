@@ -334,11 +334,12 @@ def render(plan: Plan, counts: Mapping[int, int] | None = None) -> str:
             lines.append(f"--   {n} row(s) to move" + ("; nothing to run" if n == 0 else ""))
             if n == 0:
                 continue
-        if step.move is not None:
-            lines.append("START TRANSACTION;")
-        lines += [f"{s};" for s in step.statements]
-        if step.move is not None:
-            lines.append("COMMIT;")
+        if step.move is None:
+            lines += [f"{s};" for s in step.statements]
+            continue
+        # As `_move` runs it: the side table's DDL first (DDL commits implicitly).
+        create_side, *moves = step.statements
+        lines += [f"{create_side};", "START TRANSACTION;", *(f"{s};" for s in moves), "COMMIT;"]
     if not plan.steps:
         lines.append("-- nothing to add")
     return "\n".join(lines)

@@ -258,6 +258,12 @@ def test_render_wraps_moves_in_a_transaction_and_skips_empty_ones() -> None:
     text = adopt.render(plan, {moves[0]: 3, moves[1]: 0})
     assert "--   3 row(s) to move" in text and "--   0 row(s) to move; nothing to run" in text
     assert text.count("START TRANSACTION;") == text.count("COMMIT;") == 1
+    moving = text[text.index("3 row(s) to move") :]
+    # The side table is DDL (an implicit commit): it comes before the transaction.
+    assert moving.index("CREATE TABLE IF NOT EXISTS") < moving.index("START TRANSACTION;")
+    assert (
+        moving.index("START TRANSACTION;") < moving.index("DELETE FROM") < moving.index("COMMIT;")
+    )
 
 
 def test_enum_values() -> None:
