@@ -26,7 +26,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run one replica of the consumer group (env configures it)")
-    sub.add_parser("migrate", help="apply the Alembic migrations to DATABASE_URL")
+    mig = sub.add_parser(
+        "migrate",
+        help="apply the Alembic migrations to DATABASE_URL; adopt a legacy ljwx database",
+    )
+    mig.add_argument(
+        "--dry-run", action="store_true", help="print the SQL it would run; change nothing"
+    )
     sim = sub.add_parser("simulate", help="publish realistic readings like gateways do")
     sim.add_argument("--devices", type=int, default=100)
     sim.add_argument("--rate", type=float, default=1000.0, help="messages/s; 0 = unlimited")
@@ -62,11 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
 
     if args.command == "migrate":
-        from consumer.db.migrate import upgrade_to_head
-
-        head = upgrade_to_head(settings.database_url.get_secret_value())
-        print(f"database at revision {head}")
-        return 0
+        return _migrate(settings.database_url.get_secret_value(), args.dry_run)
 
     if args.command == "dlq":
         return dlq_tool.run(settings, args)
@@ -133,6 +135,29 @@ def _report(summary: SimSummary, path: str | None) -> int:
         with open(path, "w") as fh:
             fh.write(text + "\n")
     return 0 if summary.delivery_errors == 0 else 1
+
+
+def _migrate(database_url: str, dry_run: bool) -> int:
+    from consumer.db.migrate import SchemaNotReady, migrate
+
+    try:
+        result = migrate(database_url, dry_run=dry_run, log=lambda line: log.info("%s", line))
+    except SchemaNotReady as exc:
+        print(f"health-consumer: {exc}", file=sys.stderr)
+        return 2
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if dry_run:
+        print(result.sql or "-- nothing to do")
+        print(f"-- dry run ({result.kind}): nothing was changed", file=sys.stderr)
+        return 0
+    if result.kind == "adopt":
+        moved = ", ".join(f"{t}: {n}" for t, n in result.moved.items()) or "none"
+        print(f"adopted the legacy tables; duplicate rows moved to <table>_dup: {moved}")
+    elif result.kind == "up to date":
+        print("nothing to do")
+    print(f"database at revision {result.revision}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -61,12 +61,15 @@ class RuleCache:
 
 
 def load_rules(engine: Engine) -> list[HealthRule]:
-    query = select(alert_rules).where(alert_rules.c.is_enabled == 1).order_by(alert_rules.c.id)
+    c = alert_rules.c
+    # As the legacy applies them: enabled and not soft-deleted (a NULL is_deleted is live).
+    live = (c.is_enabled == 1) & ((c.is_deleted == 0) | c.is_deleted.is_(None))
+    query = select(alert_rules).where(live).order_by(c.id)
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
     rules = []
     for row in rows:
-        if row["physical_sign"] not in SIGN_FIELDS:
+        if row["physical_sign"] not in SIGN_FIELDS:  # NULL too: an event rule, not a metric
             log.warning(
                 "alert rule %s has unknown physical_sign %r", row["id"], row["physical_sign"]
             )
@@ -79,9 +82,10 @@ def load_rules(engine: Engine) -> list[HealthRule]:
                 threshold_min=_dec(row["threshold_min"]),
                 threshold_max=_dec(row["threshold_max"]),
                 trend_duration=max(1, int(row["trend_duration"] or 1)),
-                severity_level=row["severity_level"],
+                severity_level=row["severity_level"] or "minor",
                 alert_message=row["alert_message"],
                 customer_id=int(row["customer_id"] or 0),
+                level=row["level"],
             )
         )
     return rules

@@ -8,19 +8,21 @@ engine is created without CLIENT_FOUND_ROWS (a no-op `id=id` update then counts 
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
 from sqlalchemy import Connection, Engine, create_engine, exc
 
-from consumer.db.tables import ALERT_COLUMNS
 from consumer.health_alerts.rules import Alert
 from consumer.sinks.mysql_rows import (
+    ALERT_COLUMNS,
     DAILY_FIELDS,
     HEALTH_COLUMNS,
     PARTY_FIELDS,
     WEEKLY_FIELDS,
+    alert_row,
     daily_rows,
     render_health_values,
     weekly_rows,
@@ -174,32 +176,39 @@ class MySQLSink:
         new = [a for k, a in keys.items() if k not in existing]
         if not new:
             return []
-        conn.exec_driver_sql(ALERT_SQL, [_alert_row(a) for a in new])
-        sns = sorted({a.record.device_sn for a in new})
-        conn.exec_driver_sql(
-            "UPDATE t_alert_info a JOIN t_user_health_data h "
-            "ON h.device_sn = a.device_sn AND h.timestamp = a.alert_timestamp "
-            "SET a.health_id = h.id "
-            f"WHERE a.health_id IS NULL AND a.device_sn IN ({', '.join(['%s'] * len(sns))})",
-            tuple(sns),
-        )
+        health_ids = _health_ids(conn, {(a.record.device_sn, a.record.timestamp) for a in new})
+        rows = [
+            alert_row(a, health_ids.get((_sn_key(a.record.device_sn), a.record.timestamp)))
+            for a in new
+        ]
+        conn.exec_driver_sql(ALERT_SQL, rows)
         return new
 
 
-def _alert_row(alert: Alert) -> tuple[Any, ...]:
-    r = alert.record
-    return (
-        alert.rule.id,
-        alert.rule.rule_type,
-        r.device_sn,
-        r.timestamp,
-        alert.description[:512],
-        alert.rule.severity_level,
-        "pending",
-        r.customer_id,
-        r.org_id,
-        r.user_id,
+def _health_ids(
+    conn: Connection, keys: set[tuple[str, dt.datetime]]
+) -> dict[tuple[str, dt.datetime], int]:
+    """Row ids of the readings that raised alerts, read back in the writing transaction.
+
+    The ids of one multi-row INSERT are not consecutive under innodb_autoinc_lock_mode=2,
+    and a reading stored by an earlier batch (a replay) was not inserted now at all, so
+    LAST_INSERT_ID cannot name them; the unique key (device_sn, timestamp) can.
+    Keyed by `_sn_key`: the key's collation may match a stored SN that differs in case.
+    """
+    ordered = sorted(keys)
+    placeholders = ", ".join(["(%s, %s)"] * len(ordered))
+    sql = (
+        "SELECT device_sn, `timestamp`, id FROM t_user_health_data "
+        f"WHERE (device_sn, `timestamp`) IN ({placeholders})"
     )
+    flat = tuple(v for key in ordered for v in key)
+    rows = conn.exec_driver_sql(sql, flat).all()
+    return {(_sn_key(row[0]), row[1]): int(row[2]) for row in rows}
+
+
+def _sn_key(device_sn: str) -> str:
+    """A device SN as the unique key compares it (case-insensitive, PAD SPACE collations)."""
+    return device_sn.rstrip(" ").casefold()
 
 
 def execute_literal(conn: Connection, sql: str) -> int:

@@ -21,7 +21,8 @@ FAST = {"LAG_SAMPLE_INTERVAL_S": "0.5", "BATCH_MAX_WAIT_MS": "50"}
 # F5: every one of these used to be mangled (`SN%s` stored as `SN{}`), retried forever
 # (`A%sB%s`) or kill the worker (`100%`, `SN%`, `AB%(x)s`). What is stored must be what was
 # sent, byte for byte. The contract allows only printable ASCII without quotes in a device SN,
-# so quotes, NUL and non-ASCII ride in upload_method (which the contract lower-cases).
+# so quotes, NUL and non-ASCII ride in upload_method (which the contract lower-cases; the
+# value sent is stored in upload_method_raw, the legacy ENUM gets the mapped value).
 HOSTILE_SNS = ["SN%s", "A%sB%s", "100%", "SN%", "AB%(x)s", "back\\slash", "%%%d%n", "x%"]
 HOSTILE_METHODS = ["wifi%s", "q'u\"o%", "nul\x00byte", "ünï-设备%(upload)s", "back\\%d"]
 REJECTED_SNS = ["Q'uote", "nul\x00sn", "ünï-дев"]  # schema_violation: dead letters, not rows
@@ -50,7 +51,7 @@ def test_percent_quotes_and_nul_are_stored_byte_exact(
     stack.produce(messages)
     proc = stack.consumer(**FAST).start()
     wait_for(lambda: stack.health_rows() == len(HOSTILE_SNS), 60, what="all rows")
-    rows = stack.rows("SELECT device_sn, upload_method FROM t_user_health_data")
+    rows = stack.rows("SELECT device_sn, upload_method_raw FROM t_user_health_data")
     n = len(HOSTILE_METHODS)
     expected = {(sn, HOSTILE_METHODS[i % n]) for i, sn in enumerate(HOSTILE_SNS)}
     assert {(r[0], r[1]) for r in rows} == expected

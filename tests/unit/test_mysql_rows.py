@@ -9,6 +9,7 @@ from consumer.sinks.mysql_rows import (
     DAILY_FIELDS,
     HEALTH_COLUMNS,
     daily_rows,
+    health_row,
     render_health_values,
     week_start,
     weekly_rows,
@@ -19,7 +20,8 @@ from tests.records import make_record
 
 def pymysql_literal(record: HealthRecord) -> str:
     """What PyMySQL's generic escaping makes of the row: the reference for the fast path."""
-    values = (escape_item(getattr(record, c), "utf8mb4") for c in HEALTH_COLUMNS)
+    row = health_row(record)
+    values = (escape_item(row[c], "utf8mb4") for c in HEALTH_COLUMNS)
     return "(" + ",".join(values) + ")"
 
 

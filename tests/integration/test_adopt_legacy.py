@@ -1,0 +1,542 @@
+"""Adopting a legacy ljwx database on the real server, then writing into it with our sink.
+
+The legacy tables are created with raw DDL exactly as the legacy schema dump has them
+(shared/ljwx/tables.md; MariaDB has no utf8mb4_0900_ai_ci, so the default collation),
+never through our migrations. Each test gets a private database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from consumer import cli
+from consumer.db import adopt
+from consumer.db.migrate import (
+    TABLE_NAMES,
+    SchemaNotReady,
+    check_schema,
+    current_revision,
+    head_revision,
+    migrate,
+)
+from consumer.db.tables import TABLES
+from consumer.health_alerts.rules import Alert, HealthRule
+from consumer.sinks.mysql import MySQLSink, make_engine
+from tests.integration.stack import DB_ROOT_URL, db_url
+from tests.records import make_record
+
+pytestmark = pytest.mark.integration
+
+LEGACY_DDL = (
+    """CREATE TABLE t_user_health_data (
+  id bigint NOT NULL AUTO_INCREMENT,
+  phone_number varchar(20) DEFAULT NULL,
+  heart_rate int DEFAULT NULL,
+  pressure_high int DEFAULT NULL,
+  pressure_low int DEFAULT NULL,
+  blood_oxygen int DEFAULT NULL,
+  stress int DEFAULT NULL,
+  temperature double(5,2) DEFAULT NULL,
+  step int DEFAULT NULL,
+  timestamp datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  user_name varchar(255) NOT NULL DEFAULT 'heguang',
+  latitude decimal(10,6) DEFAULT NULL,
+  longitude decimal(10,6) DEFAULT NULL,
+  altitude double DEFAULT NULL,
+  device_sn varchar(255) NOT NULL,
+  distance double DEFAULT NULL,
+  calorie double DEFAULT NULL,
+  is_deleted tinyint(1) NOT NULL DEFAULT '0',
+  create_user varchar(255) DEFAULT NULL,
+  create_user_id bigint DEFAULT NULL,
+  create_time timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  update_user varchar(255) DEFAULT NULL,
+  update_user_id bigint DEFAULT NULL,
+  update_time timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
+  upload_method enum({methods}) NOT NULL DEFAULT 'wifi',
+  user_id bigint DEFAULT NULL,
+  org_id bigint DEFAULT NULL,
+  sleep double DEFAULT NULL,
+  customer_id bigint NOT NULL DEFAULT '0',
+  PRIMARY KEY (id),
+  KEY idx_timestamp (timestamp),
+  KEY idx_device_sn (device_sn),
+  KEY idx_health_customer_device_time (customer_id,device_sn,timestamp),
+  KEY idx_health_customer_user_time (customer_id,user_id,timestamp),
+  KEY idx_health_customer_status (customer_id,is_deleted),
+  KEY idx_health_cover_basic (customer_id,user_id,timestamp,heart_rate,pressure_high,
+    pressure_low,blood_oxygen)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE t_user_health_data_daily (
+  id bigint NOT NULL AUTO_INCREMENT,
+  device_sn varchar(50) NOT NULL,
+  user_id bigint DEFAULT NULL,
+  org_id bigint DEFAULT NULL,
+  date date NOT NULL,
+  sleep_data json DEFAULT NULL,
+  exercise_daily_data json DEFAULT NULL,
+  workout_data json DEFAULT NULL,
+  create_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  update_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
+  scientific_sleep_data json DEFAULT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY uk_device_date (device_sn,date),
+  KEY idx_date (date),
+  KEY idx_device_sn (device_sn)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE t_user_health_data_weekly (
+  id bigint NOT NULL AUTO_INCREMENT,
+  device_sn varchar(50) NOT NULL,
+  user_id bigint DEFAULT NULL,
+  org_id bigint DEFAULT NULL,
+  week_start date NOT NULL,
+  exercise_week_data json DEFAULT NULL,
+  create_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  update_time datetime NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
+  PRIMARY KEY (id),
+  UNIQUE KEY uk_device_week (device_sn,week_start),
+  KEY idx_device_sn (device_sn),
+  KEY idx_week_start (week_start)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE t_alert_rules (
+  id bigint NOT NULL AUTO_INCREMENT,
+  rule_type varchar(50) NOT NULL DEFAULT 'metric',
+  physical_sign varchar(50) DEFAULT NULL,
+  threshold_min decimal(10,2) DEFAULT NULL,
+  threshold_max decimal(10,2) DEFAULT NULL,
+  deviation_percentage decimal(5,2) DEFAULT NULL,
+  trend_duration int DEFAULT NULL,
+  parameters json DEFAULT NULL,
+  trigger_condition text,
+  alert_message text,
+  severity_level varchar(16) DEFAULT 'minor',
+  is_deleted tinyint(1) DEFAULT '0',
+  create_user varchar(255) DEFAULT NULL,
+  create_user_id bigint DEFAULT NULL,
+  create_time timestamp NULL DEFAULT CURRENT_TIMESTAMP,
+  update_user varchar(255) DEFAULT NULL,
+  update_user_id bigint DEFAULT NULL,
+  update_time timestamp NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
+  notification_type varchar(50) DEFAULT 'message',
+  customer_id bigint DEFAULT '0',
+  metric varchar(64) DEFAULT NULL,
+  event_type varchar(64) DEFAULT NULL,
+  dsl json DEFAULT NULL,
+  level varchar(16) NOT NULL DEFAULT 'minor',
+  notify json DEFAULT NULL,
+  is_enabled tinyint(1) NOT NULL DEFAULT '1',
+  PRIMARY KEY (id),
+  UNIQUE KEY uk_rule_type_physical_sign_severity_customer (rule_type,physical_sign,
+    severity_level,customer_id),
+  KEY idx_rules_metric (metric,is_enabled,is_deleted),
+  KEY idx_rules_event_type (event_type,is_enabled,is_deleted),
+  KEY idx_rules_level (level,is_enabled,is_deleted),
+  KEY idx_rules_customer_enabled (customer_id,is_enabled,is_deleted)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE t_alert_info (
+  id bigint unsigned NOT NULL AUTO_INCREMENT,
+  rule_id bigint NOT NULL,
+  alert_type varchar(100) NOT NULL,
+  device_sn varchar(20) NOT NULL,
+  alert_timestamp timestamp NULL DEFAULT CURRENT_TIMESTAMP,
+  alert_desc varchar(2000) DEFAULT NULL,
+  severity_level varchar(50) NOT NULL DEFAULT 'medium',
+  alert_status varchar(50) DEFAULT 'pending',
+  assigned_user varchar(255) DEFAULT NULL,
+  assigned_user_id bigint DEFAULT NULL,
+  is_deleted tinyint(1) DEFAULT '0',
+  create_user varchar(255) DEFAULT NULL,
+  create_user_id bigint DEFAULT NULL,
+  create_time timestamp NULL DEFAULT CURRENT_TIMESTAMP,
+  update_user varchar(255) DEFAULT NULL,
+  update_user_id bigint DEFAULT NULL,
+  update_time timestamp NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
+  longitude decimal(12,8) DEFAULT '22.54036796',
+  latitude decimal(12,8) DEFAULT '114.01508952',
+  altitude decimal(10,2) DEFAULT '0.00',
+  health_id bigint DEFAULT NULL,
+  user_id bigint DEFAULT NULL,
+  org_id bigint DEFAULT NULL,
+  customer_id bigint NOT NULL DEFAULT '0',
+  responded_time timestamp NULL DEFAULT NULL,
+  response_duration int unsigned DEFAULT NULL,
+  source varchar(16) NOT NULL DEFAULT 'server',
+  event_type varchar(64) DEFAULT NULL,
+  metric varchar(64) DEFAULT NULL,
+  value double DEFAULT NULL,
+  unit varchar(16) DEFAULT NULL,
+  level varchar(16) NOT NULL DEFAULT 'minor',
+  status varchar(24) NOT NULL DEFAULT 'NEW',
+  dedup_key varchar(128) DEFAULT NULL,
+  throttle_until datetime DEFAULT NULL,
+  occur_at datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  recover_at datetime DEFAULT NULL,
+  assigned_to varchar(64) DEFAULT NULL,
+  extend json DEFAULT NULL,
+  PRIMARY KEY (id),
+  KEY idx_device_sn (device_sn),
+  KEY idx_alert_type (alert_type),
+  KEY idx_rule_id (rule_id),
+  KEY idx_alert_info_health_user (health_id,user_id),
+  KEY idx_alert_info_tenant_status (customer_id,alert_status),
+  KEY idx_alert_org_id (org_id),
+  KEY idx_alert_user_id (user_id),
+  KEY idx_alert_org_user (org_id,user_id),
+  KEY idx_alert_customer_user (customer_id,user_id),
+  KEY idx_alerts_status_level (status,level,occur_at DESC),
+  KEY idx_alerts_user_time (user_id,occur_at DESC,is_deleted),
+  KEY idx_alerts_metric_time (metric,occur_at DESC,is_deleted),
+  KEY idx_alerts_customer_status (customer_id,status,occur_at DESC),
+  KEY idx_alerts_dedup (dedup_key,throttle_until),
+  KEY idx_alerts_org_status (org_id,status,level,occur_at DESC)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+)
+PRODUCTION_METHODS = "'wifi','bluetooth','common_event','esim'"
+OLD_METHODS = "'wifi','bluetooth','common_event'"  # before production added esim
+
+SN = "CRFTQ23409001890"
+T0 = dt.datetime(2025, 5, 1, 8, 0, 0)
+
+# Pre-existing legacy rows. (device_sn, minute) repeats: the legacy SELECT-then-INSERT
+# raced and stored some readings twice or three times.
+LEGACY_HEALTH = [(SN, 0, 70), (SN, 1, 71), (SN, 1, 72), (SN, 2, 73), (SN, 2, 74), (SN, 2, 75),
+                 ("OTHER0000000001", 0, 60), ("OTHER0000000001", 1, 61)]  # fmt: skip
+HEALTH_DUPLICATES = 3
+LEGACY_ALERTS = [(SN, 1, 1), (SN, 1, 1), (SN, 2, 1), (SN, 2, 2)]  # (sn, minute, rule_id)
+ALERT_DUPLICATES = 1
+
+
+@pytest.fixture
+def database() -> Iterator[tuple[str, Engine]]:
+    name = f"hs_test_adopt_{dt.datetime.now():%H%M%S%f}"
+    root = create_engine(DB_ROOT_URL)
+    with root.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    engine = create_engine(db_url(name), pool_pre_ping=True)
+    try:
+        yield db_url(name), engine
+    finally:
+        engine.dispose()
+        with root.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        root.dispose()
+
+
+def create_legacy(engine: Engine, methods: str = PRODUCTION_METHODS) -> None:
+    with engine.begin() as conn:
+        for ddl in LEGACY_DDL:
+            conn.exec_driver_sql(ddl.replace("{methods}", methods))
+        for sn, minute, hr in LEGACY_HEALTH:
+            conn.exec_driver_sql(
+                "INSERT INTO t_user_health_data (device_sn, timestamp, heart_rate, customer_id, "
+                "user_id, upload_method) VALUES (%s, %s, %s, 5, 8, 'bluetooth')",
+                (sn, T0 + dt.timedelta(minutes=minute), hr),
+            )
+        for sn, minute, rule_id in LEGACY_ALERTS:
+            conn.exec_driver_sql(
+                "INSERT INTO t_alert_info (rule_id, alert_type, device_sn, alert_timestamp, "
+                "severity_level) VALUES (%s, 'heart_rate', %s, %s, 'critical')",
+                (rule_id, sn, T0 + dt.timedelta(minutes=minute)),
+            )
+        conn.exec_driver_sql(
+            "INSERT INTO t_user_health_data_daily (device_sn, date, sleep_data, workout_data) "
+            """VALUES (%s, %s, '{"legacy": 1}', '{"w": 0}')""",
+            (SN, T0.date()),
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_min, threshold_max, "
+            "severity_level, level, customer_id) VALUES "
+            "('heart_rate', 'heart_rate', 40, 120, 'critical', 'major', 0)"
+        )
+
+
+def snapshot(engine: Engine) -> dict[str, Any]:
+    """Every table's DDL and rows: what 'nothing changed' compares."""
+    with engine.connect() as conn:
+        tables = sorted(r[0] for r in conn.exec_driver_sql("SHOW TABLES"))
+        return {
+            t: (
+                conn.exec_driver_sql(f"SHOW CREATE TABLE `{t}`").one()[1],
+                conn.exec_driver_sql(f"SELECT * FROM `{t}` ORDER BY 1").all(),
+            )
+            for t in tables
+        }
+
+
+def columns(engine: Engine) -> dict[tuple[str, str], tuple[str, str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT "
+            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()"
+        ).all()
+    return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+
+
+def unique_keys(engine: Engine, table: str) -> set[tuple[str, ...]]:
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(f"SHOW INDEX FROM `{table}` WHERE Non_unique = 0").all()
+    keys: dict[str, list[str]] = {}
+    for r in rows:
+        keys.setdefault(r[2], []).append(r[4])
+    return {tuple(v) for v in keys.values()}
+
+
+def test_dry_run_changes_nothing_then_adoption_keeps_every_row(
+    database: tuple[str, Engine],
+) -> None:
+    url, engine = database
+    create_legacy(engine)
+    before = snapshot(engine)
+    legacy_columns = columns(engine)
+
+    dry = migrate(url, dry_run=True)
+    assert dry.kind == "adopt" and dry.revision is None
+    assert "ADD UNIQUE KEY `uk_health_device_ts`" in dry.sql
+    assert "--   3 row(s) to move" in dry.sql and "--   1 row(s) to move" in dry.sql
+    assert dry.moved == {"t_user_health_data": 3, "t_alert_info": 1}
+    assert any(n.startswith("t_alert_info.device_sn stays varchar(20)") for n in dry.notes)
+    assert snapshot(engine) == before  # no table, column, key, row or revision changed
+
+    done = migrate(url)
+    assert done.kind == "adopt" and done.revision == head_revision(url)
+    assert done.moved == {"t_user_health_data": HEALTH_DUPLICATES, "t_alert_info": 1}
+
+    # No pre-existing row lost: main + side table = the original rows, byte for byte.
+    with engine.connect() as conn:
+        for table, n in (("t_user_health_data", 8), ("t_alert_info", 4)):
+            original = {r[0]: r for r in before[table][1]}
+            kept = {r[0]: r for r in conn.exec_driver_sql(f"SELECT * FROM {table}")}
+            moved = {r[0]: r for r in conn.exec_driver_sql(f"SELECT * FROM {table}_dup")}
+            assert len(original) == n and not kept.keys() & moved.keys()
+            assert {**kept, **moved}.keys() == original.keys()
+            width = len(next(iter(original.values())))
+            for row_id, row in {**kept, **moved}.items():
+                assert tuple(row[:width]) == tuple(original[row_id])  # added columns at the end
+        # Per key the lowest id stays in place.
+        assert conn.exec_driver_sql(
+            "SELECT heart_rate FROM t_user_health_data WHERE device_sn = %s ORDER BY timestamp",
+            (SN,),
+        ).scalars().all() == [70, 71, 73]
+    assert ("device_sn", "timestamp") in unique_keys(engine, "t_user_health_data")
+    assert ("device_sn", "rule_id", "alert_timestamp") in unique_keys(engine, "t_alert_info")
+
+    # Never dropped, renamed or narrowed: every legacy column is exactly as it was.
+    after = columns(engine)
+    for key, legacy in legacy_columns.items():
+        assert after[key] == legacy, key
+    added = {k for k in after if k[0] in TABLE_NAMES} - set(legacy_columns)
+    assert added == {
+        ("t_user_health_data", "upload_method_raw"),
+        ("t_user_health_data_daily", "customer_id"),
+        ("t_user_health_data_daily", "data_timestamp"),
+        ("t_user_health_data_weekly", "customer_id"),
+        ("t_user_health_data_weekly", "data_timestamp"),
+    }
+
+    # Alembic tracks it now; the consumer's start-up check accepts it.
+    with engine.connect() as conn:
+        assert current_revision(conn) == head_revision(url) == adopt.ADOPTED_REVISION
+    check_schema(engine, url)
+
+    # Twice: nothing to do, nothing changed.
+    adopted = snapshot(engine)
+    again = migrate(url)
+    assert again.kind == "up to date"
+    with engine.connect() as conn:
+        assert adopt.plan_adoption(adopt.inspect_schema(conn, TABLE_NAMES), TABLES).nothing_to_do
+    assert snapshot(engine) == adopted
+
+
+def test_cli_dry_run_prints_the_sql_and_adoption_reports_moves(
+    database: tuple[str, Engine],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url, engine = database
+    create_legacy(engine, methods=OLD_METHODS)
+    before = snapshot(engine)
+    monkeypatch.setenv("DATABASE_URL", url)
+    with pytest.raises(SchemaNotReady, match="legacy ljwx tables"):
+        check_schema(engine, url)
+
+    assert cli.main(["migrate", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "START TRANSACTION;" in out and "ADD UNIQUE KEY" in out
+    # The older production ENUM gains 'esim' (appended: stored values keep their index).
+    assert "MODIFY COLUMN `upload_method` ENUM('wifi', 'bluetooth', 'common_event', 'esim')" in out
+    assert snapshot(engine) == before
+
+    assert cli.main(["migrate"]) == 0
+    out = capsys.readouterr().out
+    assert "t_user_health_data: 3, t_alert_info: 1" in out
+    assert columns(engine)[("t_user_health_data", "upload_method")][0] == (
+        "enum('wifi','bluetooth','common_event','esim')"
+    )
+    assert cli.main(["migrate"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def make_rule(rule_id: int, sign: str, low: int | None, high: int | None) -> HealthRule:
+    values: dict[str, Any] = {
+        "id": rule_id,
+        "rule_type": f"{sign}_rule",
+        "physical_sign": sign,
+        "threshold_min": None if low is None else Decimal(low),
+        "threshold_max": None if high is None else Decimal(high),
+        "trend_duration": 1,
+        "severity_level": "critical",
+        "alert_message": f"{sign} out of range",
+        "customer_id": 0,
+        "level": "major",
+    }
+    names = {f.name for f in dataclasses.fields(HealthRule)}
+    return HealthRule(**{k: v for k, v in values.items() if k in names})
+
+
+def write_and_check(engine: Engine, url: str, legacy_daily: bool) -> None:
+    """Our sink on the given schema: rows, mapped upload_method, alerts linked to rows.
+
+    Both schemas already hold a reading of SN at minute 2 (the legacy's, or one a legacy
+    writer stored), so the first record is a duplicate whose alert must name that row.
+    """
+    sink = MySQLSink(make_engine(url, pool_size=2))
+    replay = make_record(
+        SN,
+        timestamp=T0 + dt.timedelta(minutes=2),
+        heart_rate=150,
+        upload_method="4g",
+        customer_id=None,
+        org_id=None,
+        user_id=None,
+    )
+    fresh = [make_record(SN, seconds=3600 + i, heart_rate=150 + i, upload_method=m)
+             for i, m in enumerate(("wifi", None, "lte"))]  # fmt: skip
+    spo2 = make_record("SPO2DEVICE000001", seconds=60, blood_oxygen=85, customer_id=9)
+    sleep = make_record(SN, timestamp=T0 + dt.timedelta(hours=3), sleep_data='{"v": 2}')
+    records = [replay, *fresh, spo2, sleep]
+    hr_rule = make_rule(11, "heart_rate", 40, 120)
+    spo2_rule = make_rule(12, "blood_oxygen", 90, None)
+    alerts = [Alert(hr_rule, r, r.heart_rate or 0, "heart_rate") for r in [replay, *fresh]]
+    alerts.append(Alert(spo2_rule, spo2, 85, "blood_oxygen"))
+    try:
+        result = sink.write(records, alerts)
+        assert (result.inserted, result.duplicates, result.daily_rows) == (5, 1, 1)
+        assert result.new_alerts == alerts
+        assert sink.write(records, alerts).new_alerts == []  # a replay stores nothing twice
+    finally:
+        sink.engine.dispose()
+
+    with engine.connect() as conn:
+        rows = {
+            (r.device_sn, r.timestamp): r
+            for r in conn.execute(
+                text(
+                    "SELECT id, device_sn, timestamp, upload_method, upload_method_raw, "
+                    "customer_id, is_deleted, user_name FROM t_user_health_data"
+                )
+            )
+        }
+        alert_rows = conn.execute(
+            text(
+                "SELECT health_id, device_sn, alert_timestamp, alert_status, status, level, "
+                "severity_level, metric, value, unit, source, occur_at, customer_id, org_id, "
+                "user_id, alert_desc FROM t_alert_info WHERE rule_id IN (11, 12) ORDER BY id"
+            )
+        ).all()
+        daily = conn.execute(
+            text(
+                "SELECT sleep_data, workout_data, customer_id FROM t_user_health_data_daily "
+                "WHERE device_sn = :sn AND date = :day"
+            ),
+            {"sn": SN, "day": T0.date()},
+        ).one()
+    expected = zip(
+        [*fresh, spo2], ["wifi", "wifi", "common_event", "wifi"], ["wifi", None, "lte", "wifi"],
+        strict=True,
+    )  # fmt: skip
+    for record, method, raw in expected:
+        row = rows[(record.device_sn, record.timestamp)]
+        assert (row.upload_method, row.upload_method_raw) == (method, raw)
+        assert (row.is_deleted, row.user_name) == (0, "heguang")  # server defaults
+    has_level = "level" in {f.name for f in dataclasses.fields(HealthRule)}
+    assert len(alert_rows) == len(alerts)
+    for a, alert in zip(alert_rows, alerts, strict=True):
+        r = alert.record
+        assert a.health_id == rows[(r.device_sn, r.timestamp)].id  # the reading's own row
+        assert (a.device_sn, a.alert_timestamp, a.occur_at) == (
+            r.device_sn,
+            r.timestamp,
+            r.timestamp,
+        )
+        assert (a.alert_status, a.status, a.source) == ("pending", "NEW", "server")
+        assert (a.severity_level, a.level) == ("critical", "major" if has_level else "critical")
+        assert a.metric == alert.rule.physical_sign and a.value == float(alert.value)
+        assert a.unit == ("bpm" if alert.field == "heart_rate" else "%")
+        assert (a.customer_id, a.org_id, a.user_id) == (r.customer_id or 0, r.org_id, r.user_id)
+        assert a.alert_desc == alert.description
+    # A legacy daily row has no data_timestamp of its own: the reading's sleep data wins,
+    # the field the reading did not carry is kept.
+    workout = '{"w": 0}' if legacy_daily else None
+    assert tuple(daily) == ('{"v": 2}', workout, sleep.customer_id)
+
+
+def test_our_sink_writes_rows_and_alerts_into_adopted_tables(
+    database: tuple[str, Engine],
+) -> None:
+    url, engine = database
+    create_legacy(engine)
+    migrate(url)
+    write_and_check(engine, url, legacy_daily=True)
+    with engine.connect() as conn:
+        first_alert = conn.exec_driver_sql(
+            "SELECT health_id FROM t_alert_info WHERE rule_id = 11 ORDER BY id LIMIT 1"
+        ).scalar()
+    assert first_alert == 4  # ids 4, 5, 6 repeated minute 2; 4 stayed in place
+
+
+def test_our_sink_on_a_fresh_database(database: tuple[str, Engine]) -> None:
+    url, engine = database
+    dry = migrate(url, dry_run=True)
+    assert dry.kind == "fresh" and "CREATE TABLE t_user_health_data" in dry.sql
+    assert snapshot(engine) == {}
+    assert migrate(url).kind == "fresh"
+    with engine.connect() as conn:
+        assert not adopt.plan_adoption(adopt.inspect_schema(conn, TABLE_NAMES), TABLES).steps, (
+            "a fresh schema already has everything adoption adds"
+        )
+    # Legacy rows a legacy writer stores must fit too (its columns, its defaults).
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO t_user_health_data (device_sn, timestamp, heart_rate) VALUES (%s, %s, 70)",
+            (SN, T0 + dt.timedelta(minutes=2)),
+        )
+    write_and_check(engine, url, legacy_daily=False)
+    assert migrate(url).kind == "up to date"
+
+
+def test_an_adopted_database_refuses_to_downgrade(database: tuple[str, Engine]) -> None:
+    """0001's downgrade drops the five tables: on an adopted database they are the legacy
+    system's production data."""
+    from alembic import command
+
+    from consumer.db.migrate import alembic_config
+
+    url, engine = database
+    create_legacy(engine)
+    migrate(url)
+    adopted = snapshot(engine)
+    with pytest.raises(RuntimeError, match="refusing to downgrade"):
+        command.downgrade(alembic_config(url), "base")
+    assert snapshot(engine) == adopted
+    with engine.connect() as conn:
+        record = conn.exec_driver_sql(
+            f"SELECT revision, moved_rows FROM {adopt.ADOPTION_TABLE}"
+        ).one()
+    assert tuple(record) == (adopt.ADOPTED_REVISION, "t_alert_info: 1, t_user_health_data: 3")
