@@ -1,8 +1,9 @@
-"""Enabled alert rules from `t_alert_rules`, cached and refreshed in the background of flushes.
+"""Live alert rules from `t_alert_rules`, cached and refreshed in the background of flushes.
 
 Workers ask for rules on every flush; the DB is read at most once per refresh interval
 for the whole replica. A failed refresh keeps the last good rules (a DB blip must not
-silence every alert) and is retried at the next interval.
+silence every alert) and is retried at the next interval; a replica that never loaded its
+rules does not flush without them.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, exc, select
 
 from consumer.db.tables import alert_rules
 from consumer.health_alerts.rules import SIGN_FIELDS, HealthRule
+from consumer.sinks.mysql import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +55,15 @@ class RuleCache:
         self._loaded_at = -1e18
 
     def _refresh(self, now: float) -> None:
+        """Load the rules. Until one load has succeeded a failure is an outage the flush
+        retries (evaluating no rules would commit batches without their alerts); after
+        that, a failed refresh keeps the last good rules until the next interval."""
         try:
             self._rules = load_rules(self._engine)
-        except Exception as exc:  # keep the last good rules
-            log.warning("alert rule refresh failed, keeping %d rules: %s", len(self._rules), exc)
+        except exc.DBAPIError as err:
+            if self._loaded_at is None:
+                raise DatabaseUnavailable(f"alert rules not loaded yet: {err.orig}") from err
+            log.warning("alert rule refresh failed, keeping %d rules: %s", len(self._rules), err)
         self._loaded_at = now
 
 

@@ -108,7 +108,7 @@ class Flusher:
         deliveries = [self._dead_letter(m, reason, detail) for m, reason, detail in letters]
         report.dead_letters = len(deliveries)
 
-        rules = self.rules.rules()
+        rules = self._retry_db(self.rules.rules, report)
         entries = self._bind([(r, m) for m in batch.messages for r in m.records], report)
         t0 = time.monotonic()
         state, rejected = self._write_isolating(entries, rules, self.trend_state, report)

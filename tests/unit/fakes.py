@@ -147,6 +147,7 @@ class FakeMySQL:
     def __init__(self, fail: Callable[[list[HealthRecord]], Exception | None] | None = None):
         self.fail = fail or (lambda records: None)
         self.rows: list[HealthRecord] = []
+        self.alerts: list[Alert] = []
         self.calls = 0
         self.gate = threading.Event()
         self.gate.set()  # clear it to make writes block (an outage that never ends)
@@ -158,7 +159,8 @@ class FakeMySQL:
         if error is not None:
             raise error
         self.rows.extend(records)
-        return WriteResult(inserted=len(records))
+        self.alerts.extend(alerts)
+        return WriteResult(inserted=len(records), new_alerts=list(alerts))
 
 
 class FakeRedis:
@@ -190,3 +192,19 @@ class FakeDLQ:
 class NoRules:
     def rules(self) -> list[Any]:
         return []
+
+
+class FlakyRules:
+    """Rules that cannot be loaded `failures` times (the DB is down), then load."""
+
+    def __init__(self, rules: list[Any], failures: int) -> None:
+        self._rules = rules
+        self.failures = failures
+
+    def rules(self) -> list[Any]:
+        from consumer.sinks.mysql import DatabaseUnavailable
+
+        if self.failures > 0:
+            self.failures -= 1
+            raise DatabaseUnavailable("alert rules not loaded yet: gone")
+        return self._rules

@@ -62,7 +62,7 @@ class Harness:
 def harness() -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def make(mysql: FakeMySQL | None = None, max_records: int = 10) -> Harness:
+    def make(mysql: FakeMySQL | None = None, max_records: int = 10, rules: Any = None) -> Harness:
         broker, mysql = FakeBroker(), mysql or FakeMySQL()
         dlq, ledger, deps = FakeDLQ(), Ledger(), Dependencies()
         settings = load_settings(
@@ -73,7 +73,7 @@ def harness() -> Iterator[Callable[..., Harness]]:
         box: list[FakeConsumer] = []
 
         def new_worker(p: int) -> PartitionWorker:
-            flusher = Flusher(p, sinks, NoRules(), deps, ledger,  # type: ignore[arg-type]
+            flusher = Flusher(p, sinks, rules or NoRules(), deps, ledger,  # type: ignore[arg-type]
                               RetryPolicy(0.001, 0.01))  # fmt: skip
             return PartitionWorker(p, flusher, BatchPolicy(max_records, 0.02))
 
@@ -255,4 +255,23 @@ def test_backpressure_pauses_and_resumes(harness: Callable[..., Harness]) -> Non
     h.wait(lambda: h.broker.committed.get(0) == 1500)
     assert 0 not in h.consumer.paused and len(mysql.rows) == 1500
     assert h.ledger.totals().pauses >= 1
+    h.stop()
+
+
+def test_rules_not_loadable_yet_hold_the_flush_instead_of_losing_alerts(
+    harness: Callable[..., Harness],
+) -> None:
+    from decimal import Decimal
+
+    from consumer.health_alerts.rules import HealthRule
+    from tests.unit.fakes import FlakyRules
+
+    rule = HealthRule(1, "hr_high", "heart_rate", None, Decimal(100), 1, "critical", None, 0)
+    rules = FlakyRules([rule], failures=3)
+    h = harness(rules=rules)
+    h.broker.produce(0, b"SN1", payload("SN1", 1, heart_rate=150))
+    h.consumer.rebalance("assign", [0])
+    h.wait(lambda: h.broker.committed.get(0) == 1)
+    assert rules.failures == 0
+    assert [a.record.device_sn for a in h.mysql.alerts] == ["SN1"]
     h.stop()
