@@ -10,12 +10,13 @@ export DATABASE_URL ?= mysql+pymysql://root@127.0.0.1:3306/health
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: help venv tools services services-down services-status migrate lint typecheck \
-	unit integration test demo bench clean
+	unit integration test demo bench chaos clean
 
 help:
 	@echo "make demo      - stack up, migrate, 2 replicas + simulator, print a summary"
 	@echo "make test      - venv, lint, typecheck, services, unit + integration tests"
 	@echo "make bench     - throughput and latency benchmarks (JSON in bench/results/)"
+	@echo "make chaos     - faults + invariants on a private stack (PROFILE=short|long, SEED=n)"
 	@echo "make services | services-down | services-status"
 
 venv: $(STAMP)
@@ -63,6 +64,12 @@ demo: venv services
 
 bench: venv services
 	$(BIN)/python bench/run.py
+
+# Fault injection on its own stack (other ports, .runtime/chaos): never the shared one.
+# PROFILE=long|short, SEED=<n> replays a run, CHAOS_ARGS for more (e.g. --no-crafted).
+PROFILE ?= long
+chaos: venv
+	$(BIN)/python -m consumer.tools.chaos --profile $(PROFILE) $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Tools around the pipeline: simulator, replica runner, dead-letter inspection and replay."""
