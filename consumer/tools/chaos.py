@@ -38,7 +38,7 @@ from consumer.tools.chaos_checks import (
     check_slow_rows,
     committed_and_end,
 )
-from consumer.tools.chaos_stack import ROOT, Fleet, PrivateStack, StackPorts
+from consumer.tools.chaos_stack import ROOT, Crash, Fleet, PrivateStack, StackPorts
 from consumer.tools.chaos_workload import (
     ALERT_RULES,
     Planned,
@@ -112,6 +112,7 @@ class Run:
     events: list[Event] = field(default_factory=list)
     durations: dict[str, float] = field(default_factory=dict)
     redis_back_at: float | None = None
+    crash_kinds: dict[str, int] = field(default_factory=dict)
     step: str = "setup"
     started: float = field(default_factory=time.monotonic)
     _next_progress: float = 0.0
@@ -137,9 +138,15 @@ class Run:
         end = time.monotonic() + seconds
         while True:
             for crash in self.fleet.check():
-                self.event("CRASH", f"{crash.replica} exited {crash.exit_code}; restarted")
-                for line in crash.log_lines[-3:]:
-                    log(f"    {line[:300]}")
+                # A crash loop repeats one error: print each distinct one once.
+                if crash.signature not in self.crash_kinds:
+                    where = "" if crash.partition is None else f" (worker of p{crash.partition})"
+                    self.event(
+                        "CRASH",
+                        f"{crash.replica} exited {crash.exit_code}{where}: {crash.signature[:200]}"
+                        " (restarted with backoff; repeats counted, not printed)",
+                    )
+                self.crash_kinds[crash.signature] = self.crash_kinds.get(crash.signature, 0) + 1
             now = time.monotonic()
             if now >= self._next_progress:
                 self._next_progress = now + PROGRESS_EVERY_S
@@ -165,7 +172,8 @@ class Run:
         log(
             f"+{self.elapsed():6.1f}s step={self.step} sent={self.producer.sent}/"
             f"{len(self.planned)} acked={self.producer.delivered} rows={rows} lag={lag} "
-            f"replicas={len(self.fleet.running())} crashes={len(self.fleet.crashes)}"
+            f"replicas={len(self.fleet.running())}/{self.fleet.wanted()} "
+            f"crashes={len(self.fleet.crashes)}"
         )
 
     # --- setup --------------------------------------------------------------------------
@@ -234,7 +242,7 @@ class Run:
     # --- faults -------------------------------------------------------------------------
 
     def scale_to(self, n: int) -> None:
-        while len(self.fleet.running()) < n:
+        while self.fleet.wanted() < n:
             r = self.fleet.add()
             self.event("scale_up", f"{r.name} started ({len(self.fleet.running())} running)")
         while len(self.fleet.running()) > n:
@@ -358,7 +366,7 @@ class Run:
             self.durations["sigterm_s"] = time.monotonic() - t_stop
             self.event("sigterm_all", " ".join(f"{k}={v}" for k, v in codes.items()))
         finally:
-            self.producer.stop()
+            self.producer.close()
             self.fleet.kill_all()
         t_check = time.monotonic()
         result = self.check(codes)
@@ -404,7 +412,9 @@ class Run:
         dlq, dlq_stats = check_dlq(self.stack.bootstrap, self.dlq_topic, exp)
         invariants.append(dlq)
         invariants.append(
-            check_offsets(self.stack.bootstrap, self.group, self.topic, self.profile.partitions)
+            check_offsets(
+                self.stack.bootstrap, self.group, self.topic, self.profile.partitions, exp
+            )
         )
         crashes = self.fleet.crashes
         invariants.append(
@@ -414,9 +424,8 @@ class Run:
                 len(crashes),
                 len(crashes),
                 [
-                    f"{c.replica} exit {c.exit_code} at +{c.at_s}s: {c.log_lines[-1][:300]}"
-                    for c in crashes[:5]
-                    if c.log_lines
+                    f"{n}x {sig[:200]} (partitions {sorted(parts) or '-'})"
+                    for sig, (n, parts) in crash_groups(crashes).items()
                 ],
             )
         )
@@ -435,6 +444,17 @@ class Run:
             "dlq": dlq_stats,
             "crashes": [asdict(c) for c in crashes],
         }
+
+
+def crash_groups(crashes: list[Crash]) -> dict[str, tuple[int, set[int]]]:
+    """signature -> (how many crashes, partitions whose worker died of it)."""
+    groups: dict[str, tuple[int, set[int]]] = {}
+    for c in crashes:
+        n, parts = groups.get(c.signature, (0, set()))
+        if c.partition is not None:
+            parts.add(c.partition)
+        groups[c.signature] = (n + 1, parts)
+    return groups
 
 
 def print_table(invariants: list[Invariant]) -> None:

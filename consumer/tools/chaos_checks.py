@@ -365,17 +365,27 @@ def committed_and_end(
         consumer.close()
 
 
-def check_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> Invariant:
+def check_offsets(
+    bootstrap: str, group: str, topic: str, partitions: int, exp: Expected
+) -> Invariant:
+    """Committed == end; a partition left behind names the message it is stuck on."""
     committed, ends = committed_and_end(bootstrap, group, topic, partitions)
-    bad = [
-        f"p{p}: committed {committed.get(p)} end {e}"
-        for p, e in ends.items()
-        if committed.get(p) != e
-    ]
+    bad = []
+    for p, end in sorted(ends.items()):
+        at = committed.get(p)
+        if at == end:
+            continue
+        stuck = exp.by_offset.get((p, max(0, at or 0)))
+        what = (
+            ""
+            if stuck is None
+            else (f": stuck at {stuck.kind} key={stuck.key[:40]!r} value={stuck.value[:80]!r}...")
+        )
+        bad.append(f"p{p}: committed {at} end {end}{what}")
     return Invariant(
         "committed offsets == end offsets",
         sum(ends.values()),
         sum(max(0, c) for c in committed.values()),
         len(bad),
-        bad[:SAMPLES],
+        bad[:12],
     )

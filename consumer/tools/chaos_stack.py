@@ -7,6 +7,7 @@ folder, and single services are stopped/started through the same script and env.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -111,6 +112,8 @@ class Replica:
     process: ReplicaProcess
     expected_down: bool = True  # stopped or killed by us, not crashed
     starts: int = 0
+    crashes: int = 0  # in a row: the restart backoff grows with it
+    restart_at: float | None = None  # crashed: restart then, as a supervisor would
 
     @property
     def alive(self) -> bool:
@@ -118,6 +121,7 @@ class Replica:
         return proc is not None and proc.poll() is None
 
     def start(self) -> None:
+        self.restart_at = None
         self.process.port = free_port()
         self.process.start()
         self.expected_down = False
@@ -140,9 +144,30 @@ class Crash:
     exit_code: int | None
     at_s: float
     log_lines: list[str]
+    signature: str = ""  # the exception line, to group a crash loop into one finding
+    partition: int | None = None  # the partition whose worker died, when one did
 
 
 _INTERESTING = re.compile(r'"level": ?"(ERROR|CRITICAL)"|Traceback|Error:')
+
+
+def crash_signature(path: Path) -> tuple[str, int | None]:
+    """The exception that ended the replica: a dead worker's, else the last traceback's."""
+    worker: tuple[str, int | None] | None = None
+    last = ""
+    for line in log_tail(path, lines=2000, keep=2000):
+        if line.startswith("{"):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("msg") == "worker crashed" and entry.get("exc"):
+                worker = (entry["exc"].strip().splitlines()[-1], entry.get("partition"))
+        elif re.match(r"^[\w.]+(Error|Exception)\b", line):
+            last = line
+    if worker is not None:
+        return worker
+    return last or "exited without a traceback", None
 
 
 def log_tail(path: Path, lines: int = 400, keep: int = 12) -> list[str]:
@@ -185,35 +210,60 @@ class Fleet:
         return self.rng.choice(alive) if alive else None
 
     def check(self, restart: bool = True) -> list[Crash]:
-        """Record replicas that exited on their own; restart them (they are still wanted)."""
+        """Record replicas that exited on their own and restart them after a backoff
+        (1, 2, 4, 8 s), as a supervisor would: they are still wanted."""
         found = []
+        now = time.monotonic()
         for replica in self.replicas:
+            if replica.restart_at is not None and now >= replica.restart_at and restart:
+                replica.start()
+                continue
             if replica.expected_down or replica.alive:
                 continue
             proc = replica.process.proc
+            lines = log_tail(replica.process.log_path)
+            signature, partition = crash_signature(replica.process.log_path)
             crash = Crash(
                 replica.name,
                 None if proc is None else proc.returncode,
-                round(time.monotonic() - self.started, 1),
-                log_tail(replica.process.log_path),
+                round(now - self.started, 1),
+                lines,
+                signature,
+                partition,
             )
             self.crashes.append(crash)
             found.append(crash)
             replica.expected_down = True
+            replica.crashes += 1
             if restart:
-                replica.start()
+                replica.restart_at = now + min(8.0, 2.0 ** (replica.crashes - 1))
         return found
 
+    def wanted(self) -> int:
+        """Replicas running or about to be restarted after a crash."""
+        return sum(1 for r in self.replicas if r.alive or r.restart_at is not None)
+
     def stop_all(self, timeout: float = 90.0) -> dict[str, int | None]:
-        """SIGTERM every running replica at once, then wait: the final graceful drain."""
-        codes: dict[str, int | None] = {}
+        """SIGTERM every running replica at once, then wait: the final graceful drain.
+
+        Exactly one signal each: a second SIGTERM means "exit now" to the consumer, and
+        during interpreter teardown it would kill the process by the default action.
+        """
         alive = self.running()
         for replica in alive:
             replica.expected_down = True
             if replica.process.proc is not None:
                 replica.process.proc.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        deadline = time.monotonic() + timeout
         for replica in alive:
-            codes[replica.name] = replica.terminate(timeout)
+            proc = replica.process.proc
+            assert proc is not None
+            try:
+                codes[replica.name] = proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[replica.name] = proc.wait(10)
         return codes
 
     def kill_all(self) -> None:
