@@ -38,6 +38,7 @@ from consumer.tools.chaos_checks import (
     check_slow_rows,
     committed_and_end,
 )
+from consumer.tools.chaos_probe import run_probe
 from consumer.tools.chaos_stack import ROOT, Crash, Fleet, PrivateStack, StackPorts
 from consumer.tools.chaos_workload import (
     ALERT_RULES,
@@ -487,6 +488,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--runtime-dir", type=Path, default=ROOT / ".runtime" / "chaos")
     ap.add_argument("--keep-stack", action="store_true", help="leave the private stack up")
     ap.add_argument("--result", type=Path, default=None, help="JSON result (default: run dir)")
+    ap.add_argument(
+        "--probe",
+        action="store_true",
+        help="instead of a run: each crafted input (F1-F5) alone through a fresh replica",
+    )
     return ap.parse_args(argv)
 
 
@@ -497,11 +503,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in (("readings", args.readings), ("devices", args.devices)) if v}
     if overrides:
         profile = replace(profile, **overrides)
-    log(f"seed {seed} (replay: make chaos SEED={seed} PROFILE={profile.name})")
+    replay = "--probe" if args.probe else f"PROFILE={profile.name}"
+    log(f"seed {seed} (replay: make chaos SEED={seed} {replay})")
     started = time.monotonic()
     run_dir = args.runtime_dir / "runs" / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{profile.name}-{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     stack = PrivateStack(args.runtime_dir / "stack", args.stack_ports)
+    if args.probe:
+        return probe(stack, run_dir, seed, args)
     run = Run(profile, seed, not args.no_crafted, stack, run_dir, random.Random(seed))
     result: dict[str, Any] = {}
     failed = True
@@ -542,6 +551,34 @@ def main(argv: list[str] | None = None) -> int:
     log(f"result {path}; durations {summary['durations_s']}")
     log(f"{'PASSED' if not failed else 'FAILED'} seed {seed}")
     return 1 if failed else 0
+
+
+def probe(stack: PrivateStack, run_dir: Path, seed: int, args: argparse.Namespace) -> int:
+    """`--probe`: one crafted input per fresh replica; exit 1 if any is mishandled."""
+    stack.check_ports_private()
+    try:
+        stack.services("up")
+        database = f"chaos_probe_{uuid.uuid4().hex[:8]}"
+        root = create_engine(stack.database_url(""))
+        with root.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE {database} CHARACTER SET utf8mb4"))
+        root.dispose()
+        url = stack.database_url(database)
+        upgrade_to_head(url)
+        engine = create_engine(url)
+        results = run_probe(stack.bootstrap, url, stack.redis_url, engine, run_dir, seed)
+    finally:
+        if not args.keep_stack:
+            stack.services("down")
+    for r in results:
+        log(f"{'ok ' if r.ok else 'BAD'} {r.case:<22} key={r.key!r:<14} -> {r.outcome[:150]}")
+        if not r.ok:
+            log(f"      input: {r.value[:90]}")
+    path = args.result or run_dir / "probe.json"
+    path.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
+    bad = sum(not r.ok for r in results)
+    log(f"probe: {len(results) - bad}/{len(results)} handled as expected; {path}")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -375,11 +375,22 @@ def check_offsets(
         at = committed.get(p)
         if at == end:
             continue
-        stuck = exp.by_offset.get((p, max(0, at or 0)))
+        # The batch that failed starts at the committed offset; name the first message
+        # from there that is not plain simulator data: the likely culprit.
+        start = max(0, at or 0)
+        stuck = next(
+            (
+                m
+                for o in range(start, end)
+                if (m := exp.by_offset.get((p, o))) is not None and m.kind != "valid"
+            ),
+            None,
+        )
         what = (
             ""
             if stuck is None
-            else (f": stuck at {stuck.kind} key={stuck.key[:40]!r} value={stuck.value[:80]!r}...")
+            else f": first non-plain message after it: {stuck.kind} at {stuck.offset} "
+            f"key={stuck.key[:40]!r} value={stuck.value[:60]!r}..."
         )
         bad.append(f"p{p}: committed {at} end {end}{what}")
     return Invariant(

@@ -148,14 +148,16 @@ class Crash:
     partition: int | None = None  # the partition whose worker died, when one did
 
 
-_INTERESTING = re.compile(r'"level": ?"(ERROR|CRITICAL)"|Traceback|Error:')
+# "ValueError: ...", "decimal.InvalidOperation: [...]": the last line of a traceback.
+_EXCEPTION_LINE = re.compile(r"^(?:[a-z_]\w*\.)*[A-Z]\w*(?::|$)")
+_INTERESTING = re.compile(r'"level": ?"(WARNING|ERROR|CRITICAL)"|Traceback|Error:')
 
 
 def crash_signature(path: Path) -> tuple[str, int | None]:
     """The exception that ended the replica: a dead worker's, else the last traceback's."""
     worker: tuple[str, int | None] | None = None
     last = ""
-    for line in log_tail(path, lines=2000, keep=2000):
+    for line in _tail(path, 2000):
         if line.startswith("{"):
             try:
                 entry = json.loads(line)
@@ -163,24 +165,28 @@ def crash_signature(path: Path) -> tuple[str, int | None]:
                 continue
             if entry.get("msg") == "worker crashed" and entry.get("exc"):
                 worker = (entry["exc"].strip().splitlines()[-1], entry.get("partition"))
-        elif re.match(r"^[\w.]+(Error|Exception)\b", line):
+        elif _EXCEPTION_LINE.match(line):
             last = line
     if worker is not None:
         return worker
     return last or "exited without a traceback", None
 
 
-def log_tail(path: Path, lines: int = 400, keep: int = 12) -> list[str]:
-    """The last error-looking lines of a replica log (JSON lines, or a raw traceback)."""
+def _tail(path: Path, lines: int) -> list[str]:
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 400_000))
-            tail = deque(fh.read().decode("utf-8", "replace").splitlines(), maxlen=lines)
+            fh.seek(max(0, fh.tell() - 2_000_000))
+            return list(deque(fh.read().decode("utf-8", "replace").splitlines(), maxlen=lines))
     except OSError:
         return []
+
+
+def log_tail(path: Path, lines: int = 400, keep: int = 12) -> list[str]:
+    """The last error-looking lines of a replica log (JSON lines, or a raw traceback)."""
+    tail = _tail(path, lines)
     picked = [line[:1500] for line in tail if _INTERESTING.search(line)]
-    return picked[-keep:] or [line[:1500] for line in list(tail)[-3:]]
+    return picked[-keep:] or [line[:1500] for line in tail[-3:]]
 
 
 class Fleet:
