@@ -38,7 +38,7 @@ from consumer.tools.chaos_checks import (
     check_slow_rows,
     committed_and_end,
 )
-from consumer.tools.chaos_probe import run_probe
+from consumer.tools.chaos_probe import probe_rules_outage, run_probe
 from consumer.tools.chaos_stack import ROOT, Crash, Fleet, PrivateStack, StackPorts
 from consumer.tools.chaos_workload import (
     ALERT_RULES,
@@ -491,7 +491,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--probe",
         action="store_true",
-        help="instead of a run: each crafted input (F1-F5) alone through a fresh replica",
+        help="instead of a run: each crafted input (F1-F5) alone through a fresh replica, "
+        "and the alert rules' first load during a DB outage",
     )
     return ap.parse_args(argv)
 
@@ -565,8 +566,9 @@ def probe(stack: PrivateStack, run_dir: Path, seed: int, args: argparse.Namespac
         root.dispose()
         url = stack.database_url(database)
         upgrade_to_head(url)
-        engine = create_engine(url)
+        engine = create_engine(url, pool_pre_ping=True)  # MariaDB restarts in the probe
         results = run_probe(stack.bootstrap, url, stack.redis_url, engine, run_dir, seed)
+        results.append(probe_rules_outage(stack, url, engine, run_dir, seed))
     finally:
         if not args.keep_stack:
             stack.services("down")

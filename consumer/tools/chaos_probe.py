@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 
 from consumer.replicas import ReplicaProcess
 from consumer.tools.chaos_checks import committed_and_end, read_topic
-from consumer.tools.chaos_stack import crash_signature, free_port, log_tail
+from consumer.tools.chaos_stack import PrivateStack, crash_signature, free_port, log_tail
 from consumer.tools.chaos_workload import (
     CRAFTED,
     F5_METHODS,
@@ -63,6 +63,88 @@ def probe_cases(seed: int) -> list[Planned]:
     return cases
 
 
+def _env(bootstrap: str, topic: str, database_url: str, redis_url: str) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC": topic,
+        "DLQ_TOPIC": f"{topic}.dlq",
+        "KAFKA_GROUP_ID": f"{topic}-group",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "LOG_FORMAT": "json",
+        "BATCH_MAX_WAIT_MS": "100",
+    }
+
+
+def _wait_committed(bootstrap: str, group: str, topic: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            committed, ends = committed_and_end(bootstrap, group, topic, 1, 2)
+            if committed.get(0) == ends[0]:
+                return True
+        except Exception:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def probe_rules_outage(
+    stack: PrivateStack, database_url: str, engine: Engine, log_dir: Path, seed: int
+) -> ProbeResult:
+    """A replica whose first alert-rule load meets a DB outage must still alert once the
+    DB is back: start it idle, stop MariaDB, send one violating reading, restart MariaDB."""
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE t_alert_rules SET is_enabled = 0"))
+        conn.execute(
+            text(
+                "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_max, "
+                "trend_duration, severity_level, customer_id) "
+                "VALUES ('probe_hr', 'heart_rate', 150, 1, 'warning', 0)"
+            )
+        )
+    topic = f"probe-rules-{uuid.uuid4().hex[:8]}"
+    ensure_topic(admin_client(stack.bootstrap), topic, 1)
+    env = _env(stack.bootstrap, topic, database_url, stack.redis_url)
+    log_path = log_dir / "probe-rules-outage.log"
+    replica = ReplicaProcess(env=env, log_path=log_path, port=free_port()).start()
+    builder = WorkloadBuilder(WorkloadSpec(seed=seed + 2, devices=1, readings=0))
+    reading = builder.gen._reading(builder.gen.fleet[0])
+    for k in ("xlv", "heart_rate"):
+        reading.pop(k, None)
+    reading["heart_rate"] = 180
+    sn, ts = reading["deviceSn"], reading.get("timestamp") or reading["cjsj"]
+    try:
+        replica.wait_ready(60)
+        stack.services("down", "mariadb")
+        producer = make_producer(stack.bootstrap)
+        producer.produce(topic, key=sn.encode(), value=orjson.dumps({"data": reading}))
+        producer.flush(30)
+        time.sleep(5)  # the first flush loads the rules now, and fails
+    finally:
+        stack.services("up", "mariadb")
+    committed = _wait_committed(stack.bootstrap, env["KAFKA_GROUP_ID"], topic, 60)
+    replica.stop(30)
+    with engine.connect() as conn:
+        alerts = conn.execute(
+            text(
+                "SELECT COUNT(*) FROM t_alert_info WHERE device_sn = :sn AND alert_timestamp = :ts"
+            ),
+            {"sn": sn, "ts": ts},
+        ).scalar()
+    outcome = f"committed={committed}, alerts stored={alerts}"
+    ok = committed and alerts == 1
+    return ProbeResult(
+        "alert rules vs DB outage",
+        sn,
+        f"heart_rate=180 at {ts}, rule heart_rate>150 trend 1, MariaDB down at the first flush",
+        "one alert once the DB is back",
+        outcome,
+        ok,
+        [] if ok else log_tail(log_path, keep=4),
+    )
+
+
 def run_probe(
     bootstrap: str, database_url: str, redis_url: str, engine: Engine, log_dir: Path, seed: int
 ) -> list[ProbeResult]:
@@ -77,16 +159,7 @@ def run_probe(
         for message in (case, sentinel):
             producer.produce(topic, key=message.key, value=message.value)
         producer.flush(30)
-        env = {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "KAFKA_TOPIC": topic,
-            "DLQ_TOPIC": f"{topic}.dlq",
-            "KAFKA_GROUP_ID": f"{topic}-group",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "LOG_FORMAT": "json",
-            "BATCH_MAX_WAIT_MS": "100",
-        }
+        env = _env(bootstrap, topic, database_url, redis_url)
         log_path = log_dir / f"probe-{i}.log"
         replica = ReplicaProcess(env=env, log_path=log_path, port=free_port()).start()
         deadline = time.monotonic() + CASE_TIMEOUT_S
@@ -159,7 +232,15 @@ def _handled(bootstrap: str, dlq_topic: str, engine: Engine, case: Planned) -> s
             {"sn": sn, "ts": ts},
         ).all()
     if not rows:
-        return "committed, row missing"
+        with engine.connect() as conn:
+            near = conn.execute(
+                text(
+                    "SELECT device_sn, upload_method FROM t_user_health_data WHERE timestamp = :ts"
+                ),
+                {"ts": ts},
+            ).all()
+        stored = ", ".join(repr((r[0], r[1])) for r in near) or "nothing"
+        return f"committed, no row for {sn!r}; at that time the table holds {stored}"
     method = orjson.loads(case.value)["data"]["upload_method"]
     got = (rows[0][0], rows[0][1])
     return "stored byte-exact" if got == (sn, method) else f"stored as {got!r}"

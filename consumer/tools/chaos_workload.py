@@ -53,8 +53,8 @@ CRAFTED: dict[str, frozenset[str]] = {
     "f4_sleep_huge": frozenset({"schema_violation"}),
 }
 # F5: valid readings whose SN / upload method hold '%': stored byte-exact, never poison.
-F5_SNS = ("SN%s", "A%sB%s", "AB%(x)s", "P100%", "Q%%d%n")
-F5_METHODS = ("100%", "a%sb%s", "ab%(x)s", "%s", "wifi")
+F5_SNS = ("SN%s", "A%sB%s", "AB%(x)s", "P100%", "Q%%d%n", "R%%5")
+F5_METHODS = ("100%", "a%sb%s", "ab%(x)s", "%s", "wifi", "50%%")
 # Nested deeper than MariaDB's JSON depth limit (32): the decoder accepts it, the JSON
 # column's CHECK (json_valid) rejects it with 4025, which is in ROW_ERROR_CODES.
 DB_REJECT_DEPTH = 40
