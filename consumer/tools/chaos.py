@@ -114,6 +114,7 @@ class Run:
     durations: dict[str, float] = field(default_factory=dict)
     redis_back_at: float | None = None
     crash_kinds: dict[str, int] = field(default_factory=dict)
+    restarts: list[tuple[str, int, int]] = field(default_factory=list)  # service, before, after
     step: str = "setup"
     started: float = field(default_factory=time.monotonic)
     _next_progress: float = 0.0
@@ -225,7 +226,15 @@ class Run:
         client = redis.Redis.from_url(self.stack.redis_url)
         client.flushdb()
         client.close()
-        ensure_topic(admin_client(self.stack.bootstrap), self.topic, self.profile.partitions)
+        admin = admin_client(self.stack.bootstrap)
+        for attempt in range(30):  # a broker that just started may not list a new topic yet
+            try:
+                ensure_topic(admin, self.topic, self.profile.partitions)
+                break
+            except RuntimeError:
+                if attempt == 29:
+                    raise
+                time.sleep(1)
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": self.stack.bootstrap,
             "KAFKA_TOPIC": self.topic,
@@ -264,25 +273,55 @@ class Run:
         r.start()
         self.event("restart", r.name)
 
-    def outage(self, service: str) -> None:
+    def data_size(self, service: str) -> int:
+        """What a stop/start must keep: rows, topic end offsets, Redis keys (not kept).
+        -1 when it cannot be read (then nothing is claimed either way)."""
+        try:
+            return self._data_size(service)
+        except Exception as exc:
+            log(f"    could not measure {service} data: {exc}")
+            return -1
+
+    def _data_size(self, service: str) -> int:
+        if service == "mariadb":
+            with self.probe_engine.connect() as conn:
+                count = conn.execute(text("SELECT COUNT(*) FROM t_user_health_data")).scalar()
+                return int(count or 0)
+        if service == "kafka":
+            _, ends = committed_and_end(
+                self.stack.bootstrap, self.group, self.topic, self.profile.partitions, 30
+            )
+            return sum(ends.values())
+        client = redis.Redis.from_url(self.stack.redis_url, socket_timeout=5)
+        try:
+            return int(client.dbsize())
+        finally:
+            client.close()
+
+    def restart_service(self, service: str, down_s: float) -> None:
+        """`services.sh down SERVICE`, wait, `up SERVICE`; record whether its data survived."""
+        before = self.data_size(service)
         t0 = time.monotonic()
         self.stack.services("down", service)
         self.event(f"{service}_down", "", time.monotonic() - t0)
-        self.wait(self.profile.outage_s)
+        self.wait(down_s)
         t1 = time.monotonic()
         self.stack.services("up", service)
         if service == "redis":
             self.redis_back_at = time.monotonic()
-        self.event(f"{service}_up", f"outage {time.monotonic() - t0:.1f}s", time.monotonic() - t1)
+        after = self.data_size(service)
+        self.restarts.append((service, before, after))
+        self.event(
+            f"{service}_up",
+            f"outage {time.monotonic() - t0:.1f}s, data {before} -> {after}",
+            time.monotonic() - t1,
+        )
+
+    def outage(self, service: str) -> None:
+        self.restart_service(service, self.profile.outage_s)
 
     def broker_restart(self) -> None:
-        t0 = time.monotonic()
-        self.stack.services("down", "kafka")
-        self.event("kafka_down", "", time.monotonic() - t0)
-        self.wait(self.rng.uniform(2, 5))
-        t1 = time.monotonic()
-        self.stack.services("up", "kafka")
-        self.event("kafka_up", f"outage {time.monotonic() - t0:.1f}s", time.monotonic() - t1)
+        self.restart_service("kafka", self.rng.uniform(2, 5))
 
     def storm(self) -> None:
         """A replica joins and leaves every few seconds: a rebalance each time."""
@@ -415,6 +454,21 @@ class Run:
         invariants.append(
             check_offsets(
                 self.stack.bootstrap, self.group, self.topic, self.profile.partitions, exp
+            )
+        )
+        # MariaDB and the broker must keep their data across services.sh down/up; Redis has
+        # no persistence, so its drop is reported in the timeline, not held against it.
+        kept = [r for r in self.restarts if r[0] != "redis"]
+        lost = [f"{svc}: {before} before the stop, {after} after" for svc, before, after in kept
+                if after < before or after < 0]  # fmt: skip
+        invariants.append(
+            Invariant(
+                "services keep their data across stop/start",
+                len(kept),
+                len(kept) - len(lost),
+                len(lost),
+                lost,
+                "; ".join(f"{s} {b} -> {a}" for s, b, a in self.restarts),
             )
         )
         crashes = self.fleet.crashes
