@@ -37,6 +37,7 @@ from consumer.tools.chaos_checks import (
     check_redis,
     check_slow_rows,
     committed_and_end,
+    end_offsets,
 )
 from consumer.tools.chaos_probe import probe_rules_outage, run_probe
 from consumer.tools.chaos_stack import ROOT, Crash, Fleet, PrivateStack, StackPorts
@@ -276,11 +277,15 @@ class Run:
     def data_size(self, service: str) -> int:
         """What a stop/start must keep: rows, topic end offsets, Redis keys (not kept).
         -1 when it cannot be read (then nothing is claimed either way)."""
-        try:
-            return self._data_size(service)
-        except Exception as exc:
-            log(f"    could not measure {service} data: {exc}")
-            return -1
+        deadline = time.monotonic() + 30  # a broker just started needs a moment
+        while True:
+            try:
+                return self._data_size(service)
+            except Exception as exc:
+                if time.monotonic() >= deadline:
+                    log(f"    could not measure {service} data: {exc}")
+                    return -1
+                time.sleep(1)
 
     def _data_size(self, service: str) -> int:
         if service == "mariadb":
@@ -288,10 +293,7 @@ class Run:
                 count = conn.execute(text("SELECT COUNT(*) FROM t_user_health_data")).scalar()
                 return int(count or 0)
         if service == "kafka":
-            _, ends = committed_and_end(
-                self.stack.bootstrap, self.group, self.topic, self.profile.partitions, 30
-            )
-            return sum(ends.values())
+            return sum(end_offsets(self.stack.bootstrap, self.topic, self.profile.partitions))
         client = redis.Redis.from_url(self.stack.redis_url, socket_timeout=5)
         try:
             return int(client.dbsize())

@@ -365,6 +365,20 @@ def committed_and_end(
         consumer.close()
 
 
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    """High watermarks only: unlike committed offsets, no group coordinator is needed."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"chaos-{uuid.uuid4().hex}", "log_level": 2}
+    )
+    try:
+        return [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+            for p in range(partitions)
+        ]
+    finally:
+        consumer.close()
+
+
 def check_offsets(
     bootstrap: str, group: str, topic: str, partitions: int, exp: Expected
 ) -> Invariant:
