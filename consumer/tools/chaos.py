@@ -311,13 +311,10 @@ class Run:
         self.stack.services("up", service)
         if service == "redis":
             self.redis_back_at = time.monotonic()
+        outage, up_s = time.monotonic() - t0, time.monotonic() - t1
         after = self.data_size(service)
         self.restarts.append((service, before, after))
-        self.event(
-            f"{service}_up",
-            f"outage {time.monotonic() - t0:.1f}s, data {before} -> {after}",
-            time.monotonic() - t1,
-        )
+        self.event(f"{service}_up", f"outage {outage:.1f}s, data {before} -> {after}", up_s)
 
     def outage(self, service: str) -> None:
         self.restart_service(service, self.profile.outage_s)
