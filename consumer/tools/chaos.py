@@ -266,6 +266,7 @@ class Run:
     def kill9(self) -> None:
         r = self.fleet.pick()
         if r is None:
+            self.event("kill9_skipped", "no replica running")
             return
         r.kill9()
         down = self.rng.uniform(2, 6)

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, text
 
 from consumer.sinks.mysql_rows import DAILY_FIELDS, WEEKLY_FIELDS, daily_rows, weekly_rows
 from consumer.sinks.redis import LATEST_KEY
-from consumer.tools.chaos_workload import Planned
+from consumer.tools.chaos_workload import CRAFTED, Planned
 from schemas.decode import decode_message_reference
 from schemas.record import HealthRecord, to_redis_fields
 
@@ -389,21 +389,16 @@ def check_offsets(
         at = committed.get(p)
         if at == end:
             continue
-        # The batch that failed starts at the committed offset; name the first message
-        # from there that is not plain simulator data: the likely culprit.
+        # The batch that failed starts at the committed offset; name the likeliest culprit
+        # after it: a crafted input first, else the first message that is not plain data.
         start = max(0, at or 0)
-        stuck = next(
-            (
-                m
-                for o in range(start, end)
-                if (m := exp.by_offset.get((p, o))) is not None and m.kind != "valid"
-            ),
-            None,
-        )
+        after = [m for o in range(start, end) if (m := exp.by_offset.get((p, o))) is not None]
+        stuck = next((m for m in after if m.kind in CRAFTED or m.kind == "f5_percent"), None)
+        stuck = stuck or next((m for m in after if m.kind != "valid"), None)
         what = (
             ""
             if stuck is None
-            else f": first non-plain message after it: {stuck.kind} at {stuck.offset} "
+            else f": likely stuck on {stuck.kind} at {stuck.offset} "
             f"key={stuck.key[:40]!r} value={stuck.value[:60]!r}..."
         )
         bad.append(f"p{p}: committed {at} end {end}{what}")
