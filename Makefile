@@ -17,7 +17,7 @@ COMPOSE_VALIDATE_SRC := $(wildcard tools/compose-validate/*.go) \
 	tools/compose-validate/go.mod tools/compose-validate/go.sum
 
 .PHONY: help venv tools services services-down services-status migrate lint typecheck \
-	unit integration test demo bench gateway clean compose-validate validate-deploy
+	unit integration test demo bench gateway chaos clean compose-validate validate-deploy
 
 help:
 	@echo "make demo      - stack up, migrate, 2 replicas + simulator, print a summary"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench     - throughput and latency benchmarks (JSON in bench/results/)"
 	@echo "make validate-deploy - lint/validate Dockerfile, docker-compose.yml, deploy/k8s"
 	@echo "make gateway   - run the ingest gateway (health-gateway) against the local stack"
+	@echo "make chaos     - faults + invariants on a private stack (PROFILE=short|long, SEED=n)"
 	@echo "make services | services-down | services-status"
 
 venv: $(STAMP)
@@ -85,6 +86,12 @@ bench: venv tools services
 
 gateway: venv services
 	$(BIN)/health-gateway
+
+# Fault injection on its own stack (other ports, .runtime/chaos): never the shared one.
+# PROFILE=long|short, SEED=<n> replays a run, CHAOS_ARGS for more (e.g. --no-crafted).
+PROFILE ?= long
+chaos: venv
+	$(BIN)/python -m consumer.tools.chaos --profile $(PROFILE) $(if $(SEED),--seed $(SEED)) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

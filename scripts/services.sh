@@ -5,6 +5,7 @@
 #   scripts/services.sh up     [kafka|mariadb|redis ...]   start (or reuse) and wait until ready
 #   scripts/services.sh down   [kafka|mariadb|redis ...]   stop what this script started
 #   scripts/services.sh status [kafka|mariadb|redis ...]   exit 0 when all are up, 3 otherwise
+#   scripts/services.sh env                                print the exports for the chosen ports
 #
 # A fresh Debian machine is enough: missing packages are apt-get installed (needs root),
 # Kafka jars are fetched once from Maven Central into .cache/kafka-libs/.
@@ -18,7 +19,10 @@
 #   the runtime folder for a clean slate.
 #
 # Environment: HEALTHSTREAM_RUNTIME_DIR (default <repo>/.runtime),
-# HEALTHSTREAM_{KAFKA,MARIADB,REDIS}_{START,STOP}_TIMEOUT in seconds.
+# HEALTHSTREAM_{KAFKA,MARIADB,REDIS}_{START,STOP}_TIMEOUT in seconds,
+# HEALTHSTREAM_KAFKA_PORT (9092), HEALTHSTREAM_KAFKA_CONTROLLER_PORT (9093),
+# HEALTHSTREAM_MARIADB_PORT (3306), HEALTHSTREAM_REDIS_PORT (6379): a second stack on
+# other ports needs its own runtime folder too (data, pid files and the lock live there).
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -164,10 +168,21 @@ cmd_status() {
     return "$rc"
 }
 
+# A typo in a port variable must fail here, not as a confusing bind error in a log file.
+check_ports() {
+    local name value
+    for name in KAFKA_PORT KAFKA_CONTROLLER_PORT MARIADB_PORT REDIS_PORT; do
+        value=${!name}
+        [[ $value =~ ^[0-9]+$ ]] && ((value > 0 && value < 65536)) ||
+            die "$name=$value is not a TCP port (set by HEALTHSTREAM_$name)"
+    done
+}
+
 main() {
     local cmd=${1:-}
     [[ -n $cmd ]] || usage
     shift
+    check_ports
     local services=("$@") svc
     if ((${#services[@]} == 0)); then
         services=("${ALL_SERVICES[@]}")
@@ -186,8 +201,9 @@ main() {
     up) cmd_up "${ordered[@]}" ;;
     down) cmd_down "${ordered[@]}" ;;
     status) cmd_status "${ordered[@]}" ;;
+    env) print_endpoints ;;
     -h | --help | help) usage ;;
-    *) die "unknown command '$cmd' (expected: up, down, status)" ;;
+    *) die "unknown command '$cmd' (expected: up, down, status, env)" ;;
     esac
 }
 

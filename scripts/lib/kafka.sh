@@ -3,8 +3,10 @@
 # Jars come from Maven Central via scripts/kafka/pom.xml into .cache/kafka-libs/ (reused
 # across runs); config, data and logs live under the runtime folder.
 
-KAFKA_PORT=9092
-KAFKA_CONTROLLER_PORT=9093
+# Ports are overridable so a second, private stack (the chaos run) can live beside the
+# shared one; the defaults are the ones every tool and test assumes.
+KAFKA_PORT=${HEALTHSTREAM_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${HEALTHSTREAM_KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 KAFKA_POM="$REPO_ROOT/scripts/kafka/pom.xml"
 KAFKA_TEMPLATE="$REPO_ROOT/scripts/kafka/server.properties.template"

@@ -2,7 +2,7 @@
 # MariaDB (Debian's mariadb-server) for scripts/services.sh: a private server with a
 # throwaway datadir under the runtime folder, root without password over TCP 127.0.0.1.
 
-MARIADB_PORT=3306
+MARIADB_PORT=${HEALTHSTREAM_MARIADB_PORT:-3306}
 MARIADB_DATABASE=health
 MARIADB_DIR="$RUNTIME_DIR/mariadb"
 MARIADB_DATADIR="$MARIADB_DIR/data"

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Redis (Debian's redis-server) for scripts/services.sh: memory only, no persistence.
 
-REDIS_PORT=6379
+REDIS_PORT=${HEALTHSTREAM_REDIS_PORT:-6379}
 REDIS_DIR="$RUNTIME_DIR/redis"
 REDIS_PIDFILE="$REDIS_DIR/redis.pid"
 REDIS_LOG="$LOG_DIR/redis.log"
