@@ -603,8 +603,9 @@ class Envelope(BaseModel):
 
 
 class HealthDataMessage(RootModel[Envelope | Reading]):
-    """A Kafka message value on the health-data topic (UTF-8 JSON), keyed by deviceSn: an
-    envelope, or a bare reading (deviceSn/id at top level and no "data")."""
+    """A Kafka message value on the health-data topic (UTF-8 JSON, at most 1 MiB by default),
+    keyed by deviceSn: an envelope, or a bare reading (deviceSn/id at top level and no
+    "data")."""
 
     model_config = ConfigDict(title="HealthDataMessage")
 
