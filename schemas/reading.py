@@ -69,6 +69,7 @@ MAX_TIMESTAMP = datetime(2101, 1, 1)  # exclusive: year 2100 is the last valid o
 
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")
+_REPR_BITS_MAX = 4096  # far below the 4300-digit int/str conversion limit (~14k bits)
 
 TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
@@ -89,9 +90,57 @@ UPLOAD_METHODS: dict[str, str] = {
 
 
 def shorten(value: object, limit: int = 60) -> str:
-    """repr() cut short: error details quote the offending value without flooding logs."""
-    text = repr(value)
+    """repr() cut short: error details quote the offending value without flooding logs.
+
+    The work is bounded by `limit`, not by the value: repr() of a list nested a thousand
+    deep exceeds the interpreter's recursion limit, and of a 1 MB array copies all of it.
+    """
+    parts: list[str] = []
+    _clipped_repr(value, parts, limit + 1)
+    text = "".join(parts)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clipped_repr(value: object, parts: list[str], budget: int) -> int:
+    """Append repr(value) to `parts` until about `budget` characters are written; return
+    what is left. Every level writes its bracket first, so the recursion ends within
+    `budget` levels however deep the value nests."""
+    if budget <= 0:
+        return 0
+    if isinstance(value, list):
+        parts.append("[")
+        budget -= 1
+        for i, item in enumerate(value):
+            if budget <= 0:
+                return 0
+            if i:
+                parts.append(", ")
+                budget -= 2
+            budget = _clipped_repr(item, parts, budget)
+        parts.append("]")
+        return budget - 1
+    if isinstance(value, dict):
+        parts.append("{")
+        budget -= 1
+        for i, (key, item) in enumerate(value.items()):
+            if budget <= 0:
+                return 0
+            if i:
+                parts.append(", ")
+                budget -= 2
+            budget = _clipped_repr(key, parts, budget)
+            parts.append(": ")
+            budget = _clipped_repr(item, parts, budget - 2)
+        parts.append("}")
+        return budget - 1
+    if isinstance(value, str):
+        text = repr(value[:budget])  # a prefix: repr() of 1 MB would copy 1 MB
+    elif isinstance(value, int) and value.bit_length() > _REPR_BITS_MAX:
+        text = f"<{value.bit_length()}-bit integer>"  # repr() refuses > 4300 digits
+    else:
+        text = repr(value)
+    parts.append(text)
+    return budget - len(text)
 
 
 def json_kind(value: object) -> str:

@@ -24,7 +24,9 @@ from schemas.decode import (
 )
 from schemas.reading import (
     ALIASES,
+    shorten,
 )
+from tests.unit.hostile import FIELD_DEPTH_MAX, nested
 from tests.unit.payloads import (
     SAMPLE_UPLOAD,
     SLEEP_DATA,
@@ -90,6 +92,57 @@ def assert_only_the_bad_reading_is_lost(decoded: DecodedMessage, reason: str, de
     error = decoded.errors[0]
     assert (error.index, error.reason) == (1, reason)
     assert error.detail.startswith(detail), error.detail
+
+
+# --------------------------------------------------------------------------------------
+# F2: a list nested >= 989 deep in a scalar field made shorten()'s repr() recurse
+# --------------------------------------------------------------------------------------
+
+F2_CASES = [
+    ("heart_rate", "schema_violation", "heart_rate: Input should be a valid integer (got [[[["),
+    ("timestamp", "invalid_timestamp", "timestamp: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["),
+    ("deviceSn", "schema_violation", "deviceSn: must be a string (got array [[[[[[[[[[[[[["),
+    ("customerId", "schema_violation", "customerId: must be a number or numeric string (got"),
+    ("upload_method", "schema_violation", "upload_method: must be a string (got array [[[[["),
+    ("body_temperature", "schema_violation", "body_temperature: Decimal input should be"),
+    ("latitude", "schema_violation", "latitude: Decimal input should be"),
+    ("step", "schema_violation", "step: Input should be a valid integer (got [[[["),
+    ("xlv", "schema_violation", "xlv (alias of heart_rate): Input should be a valid integer"),
+]
+
+
+@BOTH
+@pytest.mark.parametrize("depth", [989, 1000, FIELD_DEPTH_MAX])
+@pytest.mark.parametrize(("field", "reason", "detail"), F2_CASES, ids=[c[0] for c in F2_CASES])
+def test_f2_deeply_nested_list_in_a_scalar_field(
+    decode: Decoder, field: str, reason: str, detail: str, depth: int
+) -> None:
+    reading = watch_reading(timestamp="2025-05-31 21:18:01")
+    reading.pop(ALIASES[field], None)  # else the primary name wins over an alias
+    assert_only_the_bad_reading_is_lost(
+        decode(flush_with(with_field(reading, field, nested(depth)))), reason, detail
+    )
+
+
+@BOTH
+@pytest.mark.parametrize("field", ["customerId", "org_id", "userId"])
+def test_f2_deeply_nested_list_as_an_envelope_id(decode: Decoder, field: str) -> None:
+    value = b"{" + json.dumps(field).encode() + b":" + nested(1022) + b',"data":{}}'
+    with pytest.raises(MessageError) as info:
+        decode(value)
+    assert info.value.reason == "invalid_envelope"
+    assert info.value.detail.startswith(f"{field}: must be a number or numeric string")
+
+
+def test_f2_shorten_is_bounded_for_any_value() -> None:
+    deep: Any = 1
+    for _ in range(100_000):
+        deep = [deep]
+    assert shorten(deep) == "[" * 57 + "..."
+    assert shorten({"a": [1, "b"]}) == repr({"a": [1, "b"]})
+    assert shorten("x" * 10**7) == "'" + "x" * 56 + "..."
+    assert shorten(list(range(10**6)), limit=20) == "[0, 1, 2, 3, 4, 5..."
+    assert shorten(10**5000) == "<16610-bit integer>"
 
 
 # --------------------------------------------------------------------------------------
