@@ -51,6 +51,9 @@ __all__ = [
 INT32_MAX = 2**31 - 1
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+_INT64_DIGITS = len(str(INT64_MAX))  # 19: a longer number cannot fit
+_FLOAT_INT64_MIN = float(INT64_MIN)  # -2**63, exact
+_FLOAT_INT64_END = -_FLOAT_INT64_MIN  # 2**63: the first float above INT64_MAX
 HEART_RATE_MAX = 300
 BLOOD_OXYGEN_MAX = 100
 PRESSURE_MAX = 300
@@ -237,10 +240,21 @@ def to_party_id(value: object) -> int | None:
             raise PydanticCustomError(
                 "id_parsing", "{got} is not a numeric id", {"got": shorten(value)}
             )
-        number = int(text)
+        # Count the digits before int(): it refuses more than 4300 with a ValueError.
+        digits = text.lstrip("+-").lstrip("0")
+        if len(digits) > _INT64_DIGITS:
+            raise PydanticCustomError(
+                "id_range",
+                "{got} ({digits} digits) does not fit in 64 bits",
+                {"got": shorten(text), "digits": len(digits)},
+            )
+        number = -int(digits or "0") if text[0] == "-" else int(digits or "0")
     elif isinstance(value, float):
         if not value.is_integer():
             raise PydanticCustomError("id_fraction", "{got} is not a whole number", {"got": value})
+        if not _FLOAT_INT64_MIN <= value < _FLOAT_INT64_END:
+            # Before int(): 1e308 would become a 309-digit id in the message.
+            raise PydanticCustomError("id_range", "{got} does not fit in 64 bits", {"got": value})
         number = int(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value

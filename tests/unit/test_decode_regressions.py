@@ -25,6 +25,7 @@ from schemas.decode import (
 from schemas.reading import (
     ALIASES,
     shorten,
+    to_party_id,
 )
 from tests.unit.hostile import FIELD_DEPTH_MAX, nested
 from tests.unit.payloads import (
@@ -32,6 +33,7 @@ from tests.unit.payloads import (
     SLEEP_DATA,
     cache_flush,
     envelope,
+    relay,
     watch_reading,
 )
 
@@ -143,6 +145,50 @@ def test_f2_shorten_is_bounded_for_any_value() -> None:
     assert shorten("x" * 10**7) == "'" + "x" * 56 + "..."
     assert shorten(list(range(10**6)), limit=20) == "[0, 1, 2, 3, 4, 5..."
     assert shorten(10**5000) == "<16610-bit integer>"
+
+
+# --------------------------------------------------------------------------------------
+# F3: a 5,000-digit number made int() raise ValueError (4300-digit limit)
+# --------------------------------------------------------------------------------------
+
+
+@BOTH
+@pytest.mark.parametrize("field", ["customerId", "customer_id", "orgId", "userId"])
+def test_f3_huge_customer_id_in_a_reading(decode: Decoder, field: str) -> None:
+    bad = json.dumps(
+        watch_reading(timestamp="2025-05-31 21:18:01", **{field: FIVE_THOUSAND_DIGITS})
+    ).encode()
+    assert_only_the_bad_reading_is_lost(
+        decode(flush_with(bad)),
+        "schema_violation",
+        f"{named(field)}: {shorten(FIVE_THOUSAND_DIGITS)} (5000 digits) does not fit in 64 bits",
+    )
+
+
+@BOTH
+@pytest.mark.parametrize("shape", ["envelope", "relay"])
+def test_f3_huge_customer_id_in_the_envelope(decode: Decoder, shape: str) -> None:
+    make = envelope if shape == "envelope" else relay
+    message = make(watch_reading(), customerId=FIVE_THOUSAND_DIGITS)
+    with pytest.raises(MessageError) as info:
+        decode(json.dumps(message).encode())
+    assert info.value.reason == "invalid_envelope"
+    prefix = "customerId" if shape == "envelope" else "data.customerId"
+    assert info.value.detail.endswith("(5000 digits) does not fit in 64 bits")
+    assert info.value.detail.startswith(f"{prefix}: '1111")
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        ("0" * 5000 + "7", 7),  # leading zeros are not digits that count
+        ("-" + "0" * 30 + "12", -12),
+        ("9223372036854775807", 2**63 - 1),
+        ("-9223372036854775808", -(2**63)),
+    ],
+)
+def test_f3_long_ids_that_fit_are_read(sent: str, expected: int) -> None:
+    assert to_party_id(sent) == expected
 
 
 # --------------------------------------------------------------------------------------
