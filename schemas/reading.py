@@ -65,6 +65,7 @@ LATITUDE_MAX = Decimal(90)
 LONGITUDE_MAX = Decimal(180)
 ALTITUDE_MAX = Decimal(10_000_000)  # NUMERIC(10,2)
 SLEEP_HOURS_MAX = Decimal("9999.99")  # NUMERIC(6,2)
+_MS_PER_CENT_HOUR = 36_000  # 0.01 h
 DEVICE_SN_MAX = 64
 UPLOAD_METHOD_MAX = 32
 MIN_TIMESTAMP = datetime(2000, 1, 1)
@@ -317,30 +318,51 @@ def slow_field(value: object) -> str | None:
     return None if parsed is None else orjson.dumps(parsed).decode()
 
 
-def _timestamp_ms(value: object) -> int | None:
+def _timestamp_ms(interval: dict[Any, Any], name: str, index: int) -> int | None:
+    """A millisecond timestamp as the legacy reader (a Java long) took it: an integer or a
+    string of ASCII digits. Anything else is None and skips the interval; a number beyond
+    64 bits is refused instead, being no time at all (its digits are counted before int(),
+    which raises on more than 4300)."""
+    value = interval.get(name)
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return None
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        digits = value.lstrip("0")
+        number = int(digits or "0") if len(digits) <= _INT64_DIGITS else INT64_MAX + 1
+    else:
+        return None
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise PydanticCustomError(
+            "sleep_timestamp_range",
+            "data[{index}].{name} {got} does not fit in 64 bits",
+            {"index": index, "name": name, "got": shorten(value)},
+        )
+    return number
 
 
 def sleep_hours(parsed: object) -> Decimal | None:
     """Hours slept: the sum of the sleepData intervals (ms), 2 dp. Intervals without two
-    millisecond timestamps, or ending before they start, are skipped."""
+    millisecond timestamps, or ending before they start, are skipped; a timestamp beyond
+    64 bits raises PydanticCustomError."""
     if not isinstance(parsed, dict):
         return None
     intervals = parsed.get("data")
     if not isinstance(intervals, list):
         return None
     total_ms = 0
-    for interval in intervals:
+    for index, interval in enumerate(intervals):
         if isinstance(interval, dict):
-            start = _timestamp_ms(interval.get("startTimeStamp"))
-            end = _timestamp_ms(interval.get("endTimeStamp"))
+            start = _timestamp_ms(interval, "startTimeStamp", index)
+            end = _timestamp_ms(interval, "endTimeStamp", index)
             if start is not None and end is not None and end > start:
                 total_ms += end - start
-    return quantize(Decimal(total_ms) / 3_600_000, CENT)
+    # Cents by integer division, rounded half up, which cannot fail at any size: the
+    # Decimal division used before kept 28 digits, and quantize() then raised
+    # InvalidOperation on a total of 10^33 ms.
+    cents, rest = divmod(total_ms, _MS_PER_CENT_HOUR)
+    if 2 * rest >= _MS_PER_CENT_HOUR:
+        cents += 1
+    return Decimal(cents).scaleb(-2)
 
 
 def sleep_field(value: object) -> tuple[str | None, Decimal | None]:
@@ -609,7 +631,7 @@ class Reading(BaseModel):
         "sleepData",
         "smData",
         description='JSON-encoded sleep history ("null" when none); its data[] intervals '
-        "(startTimeStamp/endTimeStamp, ms) give the sleep hours.",
+        "(startTimeStamp/endTimeStamp, ms, within 64 bits) give the sleep hours.",
     )
     exercise_daily_data: SlowField = _field(
         "exerciseDailyData", "ydData", description="JSON-encoded daily exercise summary."

@@ -9,10 +9,12 @@ import json
 import time
 import tracemalloc
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
+from pydantic_core import PydanticCustomError
 
 import schemas.decode
 from schemas.decode import (
@@ -24,7 +26,11 @@ from schemas.decode import (
 )
 from schemas.reading import (
     ALIASES,
+    CENT,
+    quantize,
     shorten,
+    sleep_field,
+    sleep_hours,
     to_party_id,
 )
 from tests.unit.hostile import FIELD_DEPTH_MAX, nested
@@ -178,6 +184,21 @@ def test_f3_huge_customer_id_in_the_envelope(decode: Decoder, shape: str) -> Non
     assert info.value.detail.startswith(f"{prefix}: '1111")
 
 
+@BOTH
+@pytest.mark.parametrize("as_text", [True, False], ids=["string", "object"])
+def test_f3_huge_sleep_end_timestamp(decode: Decoder, as_text: bool) -> None:
+    sleep: Any = {"data": [{"startTimeStamp": 0, "endTimeStamp": FIVE_THOUSAND_DIGITS}]}
+    if as_text:
+        sleep = json.dumps(sleep)
+    bad = json.dumps(watch_reading(timestamp="2025-05-31 21:18:01", sleepData=sleep)).encode()
+    assert_only_the_bad_reading_is_lost(
+        decode(flush_with(bad)),
+        "schema_violation",
+        "sleepData: data[0].endTimeStamp '1111111111111111111111111111111111111111111111111",
+    )
+    assert decode(flush_with(bad)).errors[0].detail.endswith("does not fit in 64 bits")
+
+
 @pytest.mark.parametrize(
     ("sent", "expected"),
     [
@@ -189,6 +210,61 @@ def test_f3_huge_customer_id_in_the_envelope(decode: Decoder, shape: str) -> Non
 )
 def test_f3_long_ids_that_fit_are_read(sent: str, expected: int) -> None:
     assert to_party_id(sent) == expected
+
+
+# --------------------------------------------------------------------------------------
+# F4: a 34-digit sleep end time made quantize() raise decimal.InvalidOperation
+# --------------------------------------------------------------------------------------
+
+F4_SLEEP = '{"data":[{"startTimeStamp":0,"endTimeStamp":"1000000000000000000000000000000000"}]}'
+
+
+@BOTH
+@pytest.mark.parametrize("as_text", [True, False], ids=["string", "object"])
+def test_f4_sleep_end_timestamp_beyond_decimal_precision(decode: Decoder, as_text: bool) -> None:
+    sleep: Any = F4_SLEEP if as_text else json.loads(F4_SLEEP)
+    bad = json.dumps(watch_reading(timestamp="2025-05-31 21:18:01", sleepData=sleep)).encode()
+    assert_only_the_bad_reading_is_lost(
+        decode(flush_with(bad)),
+        "schema_violation",
+        "sleepData: data[0].endTimeStamp '1000000000000000000000000000000000' does not fit "
+        "in 64 bits",
+    )
+
+
+@BOTH
+def test_f4_sleep_totals_far_beyond_the_column_are_a_range_error(decode: Decoder) -> None:
+    interval = {"startTimeStamp": -(2**63), "endTimeStamp": 2**63 - 1}  # the widest there is
+    sleep = json.dumps({"data": [interval] * 1000})
+    bad = json.dumps(watch_reading(timestamp="2025-05-31 21:18:01", sleepData=sleep)).encode()
+    assert_only_the_bad_reading_is_lost(
+        decode(flush_with(bad)),
+        "schema_violation",
+        "sleepData: intervals add up to 5124095576030431.00 h, more than 9999.99 h",
+    )
+
+
+def test_f4_sleep_hours_are_exact_integer_cents() -> None:
+    widest = {"startTimeStamp": -(2**63), "endTimeStamp": 2**63 - 1}
+    total_ms = 3 * (2**64 - 1)
+    cents, rest = divmod(total_ms, 36_000)
+    expected = Decimal(cents + (2 * rest >= 36_000)).scaleb(-2)
+    assert sleep_hours({"data": [widest] * 3}) == expected
+
+
+@pytest.mark.parametrize(
+    "total_ms",
+    [0, 1, 17_999, 18_000, 35_999, 13_920_000, 35_999_964_000, 35_999_982_000, 10**18 + 17],
+)
+def test_f4_sleep_hours_round_half_up_as_before(total_ms: int) -> None:
+    hours = sleep_hours({"data": [{"startTimeStamp": 0, "endTimeStamp": total_ms}]})
+    assert repr(hours) == repr(quantize(Decimal(total_ms) / 3_600_000, CENT))
+
+
+def test_f4_sleep_field_raises_only_validation_errors() -> None:
+    with pytest.raises(PydanticCustomError) as info:
+        sleep_field(F4_SLEEP)
+    assert info.value.type == "sleep_timestamp_range"
 
 
 # --------------------------------------------------------------------------------------
