@@ -67,6 +67,7 @@ ALTITUDE_MAX = Decimal(10_000_000)  # NUMERIC(10,2)
 SLEEP_HOURS_MAX = Decimal("9999.99")  # NUMERIC(6,2)
 _MS_PER_CENT_HOUR = 36_000  # 0.01 h
 DEVICE_SN_MAX = 64
+SLOW_FIELD_DEPTH_MAX = 64  # real payloads nest 3-4 levels; orjson.dumps stops at 254
 UPLOAD_METHOD_MAX = 32
 MIN_TIMESTAMP = datetime(2000, 1, 1)
 MAX_TIMESTAMP = datetime(2101, 1, 1)  # exclusive: year 2100 is the last valid one
@@ -295,21 +296,53 @@ def _parse_slow(value: object) -> Any:
         if not value.strip():
             return None
         try:
-            return orjson.loads(value)
+            parsed = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise PydanticCustomError(
                 "slow_field_json",
                 "string is not valid JSON ({error}): {got}",
                 {"error": str(exc), "got": shorten(value)},
             ) from None
-    if isinstance(value, dict | list):
-        # A gateway that already decoded the JSON: accepted, stored re-encoded.
-        return value
-    raise PydanticCustomError(
-        "slow_field_type",
-        "must be a JSON-encoded string, object or array (got {kind} {got})",
-        {"kind": json_kind(value), "got": shorten(value)},
-    )
+        # Each level opens a bracket: most texts are too short or flat to need the walk.
+        if len(value) <= 2 * SLOW_FIELD_DEPTH_MAX or (
+            value.count("[") + value.count("{") <= SLOW_FIELD_DEPTH_MAX
+        ):
+            return parsed
+    elif isinstance(value, dict | list):
+        parsed = value  # a gateway that already decoded the JSON: stored re-encoded
+    else:
+        raise PydanticCustomError(
+            "slow_field_type",
+            "must be a JSON-encoded string, object or array (got {kind} {got})",
+            {"kind": json_kind(value), "got": shorten(value)},
+        )
+    if _nests_deeper(parsed, SLOW_FIELD_DEPTH_MAX):
+        raise PydanticCustomError(
+            "slow_field_depth",
+            "nested deeper than {limit} levels",
+            {"limit": SLOW_FIELD_DEPTH_MAX},
+        )
+    return parsed
+
+
+def _nests_deeper(value: object, limit: int) -> bool:
+    """Whether arrays/objects in `value` nest more than `limit` levels deep.
+
+    Iterative, since the value may be a thousand levels deep, and each container is seen
+    once. orjson.dumps() refuses more than 254 levels with a TypeError (older versions
+    overflow the C stack instead), so slow fields must be checked before re-encoding.
+    """
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[dict[Any, Any] | list[Any], int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def slow_field(value: object) -> str | None:
@@ -549,6 +582,7 @@ def _document_aliases(schema: dict[str, Any], model: type[Any]) -> None:
 
 
 _NOT_MEASURED = " 0 means not measured."
+_DEPTH_NOTE = f" Arrays/objects nest at most {SLOW_FIELD_DEPTH_MAX} levels deep."
 
 
 class Reading(BaseModel):
@@ -631,21 +665,27 @@ class Reading(BaseModel):
         "sleepData",
         "smData",
         description='JSON-encoded sleep history ("null" when none); its data[] intervals '
-        "(startTimeStamp/endTimeStamp, ms, within 64 bits) give the sleep hours.",
+        "(startTimeStamp/endTimeStamp, ms, within 64 bits) give the sleep hours." + _DEPTH_NOTE,
     )
     exercise_daily_data: SlowField = _field(
-        "exerciseDailyData", "ydData", description="JSON-encoded daily exercise summary."
+        "exerciseDailyData",
+        "ydData",
+        description="JSON-encoded daily exercise summary." + _DEPTH_NOTE,
     )
     exercise_week_data: SlowField = _field(
         "exerciseWeekData",
         "exerciseDailyWeekData",
         "ydWeekData",
-        description="JSON-encoded weekly exercise summary.",
+        description="JSON-encoded weekly exercise summary." + _DEPTH_NOTE,
     )
     scientific_sleep_data: SlowField = _field(
-        "scientificSleepData", "kxsmData", description="JSON-encoded scientific sleep analysis."
+        "scientificSleepData",
+        "kxsmData",
+        description="JSON-encoded scientific sleep analysis." + _DEPTH_NOTE,
     )
-    workout_data: SlowField = _field("workoutData", description="JSON-encoded workout records.")
+    workout_data: SlowField = _field(
+        "workoutData", description="JSON-encoded workout records." + _DEPTH_NOTE
+    )
 
 
 _PARTY_NOTE = " Applies to every reading that does not carry its own."

@@ -27,10 +27,12 @@ from schemas.decode import (
 from schemas.reading import (
     ALIASES,
     CENT,
+    SLOW_FIELD_DEPTH_MAX,
     quantize,
     shorten,
     sleep_field,
     sleep_hours,
+    slow_field,
     to_party_id,
 )
 from tests.unit.hostile import FIELD_DEPTH_MAX, nested
@@ -100,6 +102,68 @@ def assert_only_the_bad_reading_is_lost(decoded: DecodedMessage, reason: str, de
     error = decoded.errors[0]
     assert (error.index, error.reason) == (1, reason)
     assert error.detail.startswith(detail), error.detail
+
+
+# --------------------------------------------------------------------------------------
+# F1: a slow field nested 255-1023 deep made orjson.dumps raise TypeError
+# --------------------------------------------------------------------------------------
+
+
+@BOTH
+@pytest.mark.parametrize("depth", [SLOW_FIELD_DEPTH_MAX + 1, 255, 500, FIELD_DEPTH_MAX])
+@pytest.mark.parametrize("field", SLOW_FIELDS)
+def test_f1_deeply_nested_slow_field_object(decode: Decoder, field: str, depth: int) -> None:
+    bad = with_field(watch_reading(timestamp="2025-05-31 21:18:01"), field, nested(depth))
+    assert_only_the_bad_reading_is_lost(
+        decode(flush_with(bad)), "schema_violation", f"{named(field)}: nested deeper than 64 levels"
+    )
+
+
+@BOTH
+@pytest.mark.parametrize("depth", [SLOW_FIELD_DEPTH_MAX + 1, 255, 500, 1023, 1024])
+@pytest.mark.parametrize("kind", ["array", "object"])
+@pytest.mark.parametrize("field", SLOW_FIELDS)
+def test_f1_deeply_nested_slow_field_string(
+    decode: Decoder, field: str, kind: str, depth: int
+) -> None:
+    text = nested(depth, kind=kind).decode()
+    bad = json.dumps(watch_reading(timestamp="2025-05-31 21:18:01", **{field: text})).encode()
+    assert_only_the_bad_reading_is_lost(
+        decode(flush_with(bad)), "schema_violation", f"{named(field)}: nested deeper than 64 levels"
+    )
+
+
+@BOTH
+def test_f1_slow_field_beyond_the_parsers_depth_is_a_reading_error(decode: Decoder) -> None:
+    text = nested(1025).decode()  # orjson.loads itself refuses this one
+    bad = json.dumps(watch_reading(timestamp="2025-05-31 21:18:01", workoutData=text)).encode()
+    assert_only_the_bad_reading_is_lost(
+        decode(flush_with(bad)), "schema_violation", "workoutData: string is not valid JSON"
+    )
+
+
+@BOTH
+def test_f1_a_message_deeper_than_the_parser_allows_is_invalid_json(decode: Decoder) -> None:
+    bad = with_field(watch_reading(), "workoutData", nested(FIELD_DEPTH_MAX + 1))
+    with pytest.raises(MessageError) as info:
+        decode(flush_with(bad))
+    assert info.value.reason == "invalid_json"
+    assert "depth limit exceeded" in info.value.detail
+
+
+@BOTH
+@pytest.mark.parametrize("field", ["workoutData", "sleepData"])
+def test_f1_slow_field_at_the_depth_limit_is_stored(decode: Decoder, field: str) -> None:
+    text = nested(SLOW_FIELD_DEPTH_MAX, kind="object").decode()
+    decoded = decode(json.dumps(envelope(watch_reading(**{field: text}))).encode())
+    assert decoded.errors == []
+    stored = decoded.records[0].workout_data or decoded.records[0].sleep_data
+    assert stored == text
+
+
+def test_f1_brackets_inside_strings_do_not_count_as_depth() -> None:
+    text = json.dumps({"note": "[" * 500 + "{" * 500, "data": [{"a": "]]]"}]})
+    assert slow_field(text) == orjson.dumps(json.loads(text)).decode()
 
 
 # --------------------------------------------------------------------------------------
