@@ -1,6 +1,7 @@
 """Issue 7, "no input can stop a partition": each message that used to crash the decoder.
 
-Every case runs both decode paths (fast path + model, model only) through `_decode`.
+Every case runs both decode paths *without* the last-resort guard (`_unguarded`), so a
+pass means the cause is fixed, not that the guard turned the crash into "undecodable".
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from schemas.decode import (
     MAX_MESSAGE_BYTES,
     DecodedMessage,
     MessageError,
+    ReadingError,
     decode_message,
     decode_message_reference,
 )
@@ -399,3 +401,48 @@ def test_f9_too_many_readings_are_refused_before_any_record_is_built(
     with pytest.raises(MessageError) as info:
         decode(value)
     assert info.value.reason == "too_many_readings"
+
+
+# --------------------------------------------------------------------------------------
+# The last-resort guard: only for exceptions nobody has seen yet
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("decode", [decode_message, decode_message_reference])
+def test_an_unexpected_exception_becomes_undecodable(
+    decode: Decoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(*args: Any) -> Any:
+        raise ZeroDivisionError("x" * 10_000)
+
+    monkeypatch.setattr(schemas.decode, "_split", explode)
+    with pytest.raises(MessageError) as info:
+        decode(SAMPLE_UPLOAD)
+    assert info.value.reason == "undecodable"
+    assert info.value.detail.startswith("ZeroDivisionError: xxx")
+    assert len(info.value.detail) == 500
+    assert isinstance(info.value.__cause__, ZeroDivisionError)  # the traceback is kept
+    assert len(str(info.value)) < 600
+
+
+def test_the_guard_lets_interrupts_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupt(*args: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(schemas.decode, "_split", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        decode_message(SAMPLE_UPLOAD)
+
+
+def test_the_guard_keeps_message_errors_as_they_are() -> None:
+    with pytest.raises(MessageError) as info:
+        decode_message(b"[]")
+    assert info.value.reason == "invalid_envelope"
+
+
+def test_hostile_fields_reuse_the_existing_reading_reasons() -> None:
+    # The consumer's metric labels: no new reason per reading, the detail names the field.
+    message = envelope(watch_reading(customerId=FIVE_THOUSAND_DIGITS))
+    (error,) = decode_message(json.dumps(message).encode()).errors
+    assert error == ReadingError(0, "schema_violation", error.detail)
+    assert error.detail.startswith("customerId: ")
