@@ -51,6 +51,9 @@ __all__ = [
 INT32_MAX = 2**31 - 1
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+_INT64_DIGITS = len(str(INT64_MAX))  # 19: a longer number cannot fit
+_FLOAT_INT64_MIN = float(INT64_MIN)  # -2**63, exact
+_FLOAT_INT64_END = -_FLOAT_INT64_MIN  # 2**63: the first float above INT64_MAX
 HEART_RATE_MAX = 300
 BLOOD_OXYGEN_MAX = 100
 PRESSURE_MAX = 300
@@ -62,13 +65,16 @@ LATITUDE_MAX = Decimal(90)
 LONGITUDE_MAX = Decimal(180)
 ALTITUDE_MAX = Decimal(10_000_000)  # NUMERIC(10,2)
 SLEEP_HOURS_MAX = Decimal("9999.99")  # NUMERIC(6,2)
+_MS_PER_CENT_HOUR = 36_000  # 0.01 h
 DEVICE_SN_MAX = 64
+SLOW_FIELD_DEPTH_MAX = 64  # real payloads nest 3-4 levels; orjson.dumps stops at 254
 UPLOAD_METHOD_MAX = 32
 MIN_TIMESTAMP = datetime(2000, 1, 1)
 MAX_TIMESTAMP = datetime(2101, 1, 1)  # exclusive: year 2100 is the last valid one
 
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")
+_REPR_BITS_MAX = 4096  # far below the 4300-digit int/str conversion limit (~14k bits)
 
 TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
@@ -89,9 +95,57 @@ UPLOAD_METHODS: dict[str, str] = {
 
 
 def shorten(value: object, limit: int = 60) -> str:
-    """repr() cut short: error details quote the offending value without flooding logs."""
-    text = repr(value)
+    """repr() cut short: error details quote the offending value without flooding logs.
+
+    The work is bounded by `limit`, not by the value: repr() of a list nested a thousand
+    deep exceeds the interpreter's recursion limit, and of a 1 MB array copies all of it.
+    """
+    parts: list[str] = []
+    _clipped_repr(value, parts, limit + 1)
+    text = "".join(parts)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clipped_repr(value: object, parts: list[str], budget: int) -> int:
+    """Append repr(value) to `parts` until about `budget` characters are written; return
+    what is left. Every level writes its bracket first, so the recursion ends within
+    `budget` levels however deep the value nests."""
+    if budget <= 0:
+        return 0
+    if isinstance(value, list):
+        parts.append("[")
+        budget -= 1
+        for i, item in enumerate(value):
+            if budget <= 0:
+                return 0
+            if i:
+                parts.append(", ")
+                budget -= 2
+            budget = _clipped_repr(item, parts, budget)
+        parts.append("]")
+        return budget - 1
+    if isinstance(value, dict):
+        parts.append("{")
+        budget -= 1
+        for i, (key, item) in enumerate(value.items()):
+            if budget <= 0:
+                return 0
+            if i:
+                parts.append(", ")
+                budget -= 2
+            budget = _clipped_repr(key, parts, budget)
+            parts.append(": ")
+            budget = _clipped_repr(item, parts, budget - 2)
+        parts.append("}")
+        return budget - 1
+    if isinstance(value, str):
+        text = repr(value[:budget])  # a prefix: repr() of 1 MB would copy 1 MB
+    elif isinstance(value, int) and value.bit_length() > _REPR_BITS_MAX:
+        text = f"<{value.bit_length()}-bit integer>"  # repr() refuses > 4300 digits
+    else:
+        text = repr(value)
+    parts.append(text)
+    return budget - len(text)
 
 
 def json_kind(value: object) -> str:
@@ -188,10 +242,21 @@ def to_party_id(value: object) -> int | None:
             raise PydanticCustomError(
                 "id_parsing", "{got} is not a numeric id", {"got": shorten(value)}
             )
-        number = int(text)
+        # Count the digits before int(): it refuses more than 4300 with a ValueError.
+        digits = text.lstrip("+-").lstrip("0")
+        if len(digits) > _INT64_DIGITS:
+            raise PydanticCustomError(
+                "id_range",
+                "{got} ({digits} digits) does not fit in 64 bits",
+                {"got": shorten(text), "digits": len(digits)},
+            )
+        number = -int(digits or "0") if text[0] == "-" else int(digits or "0")
     elif isinstance(value, float):
         if not value.is_integer():
             raise PydanticCustomError("id_fraction", "{got} is not a whole number", {"got": value})
+        if not _FLOAT_INT64_MIN <= value < _FLOAT_INT64_END:
+            # Before int(): 1e308 would become a 309-digit id in the message.
+            raise PydanticCustomError("id_range", "{got} does not fit in 64 bits", {"got": value})
         number = int(value)
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
@@ -231,21 +296,53 @@ def _parse_slow(value: object) -> Any:
         if not value.strip():
             return None
         try:
-            return orjson.loads(value)
+            parsed = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             raise PydanticCustomError(
                 "slow_field_json",
                 "string is not valid JSON ({error}): {got}",
                 {"error": str(exc), "got": shorten(value)},
             ) from None
-    if isinstance(value, dict | list):
-        # A gateway that already decoded the JSON: accepted, stored re-encoded.
-        return value
-    raise PydanticCustomError(
-        "slow_field_type",
-        "must be a JSON-encoded string, object or array (got {kind} {got})",
-        {"kind": json_kind(value), "got": shorten(value)},
-    )
+        # Each level opens a bracket: most texts are too short or flat to need the walk.
+        if len(value) <= 2 * SLOW_FIELD_DEPTH_MAX or (
+            value.count("[") + value.count("{") <= SLOW_FIELD_DEPTH_MAX
+        ):
+            return parsed
+    elif isinstance(value, dict | list):
+        parsed = value  # a gateway that already decoded the JSON: stored re-encoded
+    else:
+        raise PydanticCustomError(
+            "slow_field_type",
+            "must be a JSON-encoded string, object or array (got {kind} {got})",
+            {"kind": json_kind(value), "got": shorten(value)},
+        )
+    if _nests_deeper(parsed, SLOW_FIELD_DEPTH_MAX):
+        raise PydanticCustomError(
+            "slow_field_depth",
+            "nested deeper than {limit} levels",
+            {"limit": SLOW_FIELD_DEPTH_MAX},
+        )
+    return parsed
+
+
+def _nests_deeper(value: object, limit: int) -> bool:
+    """Whether arrays/objects in `value` nest more than `limit` levels deep.
+
+    Iterative, since the value may be a thousand levels deep, and each container is seen
+    once. orjson.dumps() refuses more than 254 levels with a TypeError (older versions
+    overflow the C stack instead), so slow fields must be checked before re-encoding.
+    """
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[dict[Any, Any] | list[Any], int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def slow_field(value: object) -> str | None:
@@ -254,30 +351,51 @@ def slow_field(value: object) -> str | None:
     return None if parsed is None else orjson.dumps(parsed).decode()
 
 
-def _timestamp_ms(value: object) -> int | None:
+def _timestamp_ms(interval: dict[Any, Any], name: str, index: int) -> int | None:
+    """A millisecond timestamp as the legacy reader (a Java long) took it: an integer or a
+    string of ASCII digits. Anything else is None and skips the interval; a number beyond
+    64 bits is refused instead, being no time at all (its digits are counted before int(),
+    which raises on more than 4300)."""
+    value = interval.get(name)
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return None
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        digits = value.lstrip("0")
+        number = int(digits or "0") if len(digits) <= _INT64_DIGITS else INT64_MAX + 1
+    else:
+        return None
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise PydanticCustomError(
+            "sleep_timestamp_range",
+            "data[{index}].{name} {got} does not fit in 64 bits",
+            {"index": index, "name": name, "got": shorten(value)},
+        )
+    return number
 
 
 def sleep_hours(parsed: object) -> Decimal | None:
     """Hours slept: the sum of the sleepData intervals (ms), 2 dp. Intervals without two
-    millisecond timestamps, or ending before they start, are skipped."""
+    millisecond timestamps, or ending before they start, are skipped; a timestamp beyond
+    64 bits raises PydanticCustomError."""
     if not isinstance(parsed, dict):
         return None
     intervals = parsed.get("data")
     if not isinstance(intervals, list):
         return None
     total_ms = 0
-    for interval in intervals:
+    for index, interval in enumerate(intervals):
         if isinstance(interval, dict):
-            start = _timestamp_ms(interval.get("startTimeStamp"))
-            end = _timestamp_ms(interval.get("endTimeStamp"))
+            start = _timestamp_ms(interval, "startTimeStamp", index)
+            end = _timestamp_ms(interval, "endTimeStamp", index)
             if start is not None and end is not None and end > start:
                 total_ms += end - start
-    return quantize(Decimal(total_ms) / 3_600_000, CENT)
+    # Cents by integer division, rounded half up, which cannot fail at any size: the
+    # Decimal division used before kept 28 digits, and quantize() then raised
+    # InvalidOperation on a total of 10^33 ms.
+    cents, rest = divmod(total_ms, _MS_PER_CENT_HOUR)
+    if 2 * rest >= _MS_PER_CENT_HOUR:
+        cents += 1
+    return Decimal(cents).scaleb(-2)
 
 
 def sleep_field(value: object) -> tuple[str | None, Decimal | None]:
@@ -464,6 +582,7 @@ def _document_aliases(schema: dict[str, Any], model: type[Any]) -> None:
 
 
 _NOT_MEASURED = " 0 means not measured."
+_DEPTH_NOTE = f" Arrays/objects nest at most {SLOW_FIELD_DEPTH_MAX} levels deep."
 
 
 class Reading(BaseModel):
@@ -546,21 +665,27 @@ class Reading(BaseModel):
         "sleepData",
         "smData",
         description='JSON-encoded sleep history ("null" when none); its data[] intervals '
-        "(startTimeStamp/endTimeStamp, ms) give the sleep hours.",
+        "(startTimeStamp/endTimeStamp, ms, within 64 bits) give the sleep hours." + _DEPTH_NOTE,
     )
     exercise_daily_data: SlowField = _field(
-        "exerciseDailyData", "ydData", description="JSON-encoded daily exercise summary."
+        "exerciseDailyData",
+        "ydData",
+        description="JSON-encoded daily exercise summary." + _DEPTH_NOTE,
     )
     exercise_week_data: SlowField = _field(
         "exerciseWeekData",
         "exerciseDailyWeekData",
         "ydWeekData",
-        description="JSON-encoded weekly exercise summary.",
+        description="JSON-encoded weekly exercise summary." + _DEPTH_NOTE,
     )
     scientific_sleep_data: SlowField = _field(
-        "scientificSleepData", "kxsmData", description="JSON-encoded scientific sleep analysis."
+        "scientificSleepData",
+        "kxsmData",
+        description="JSON-encoded scientific sleep analysis." + _DEPTH_NOTE,
     )
-    workout_data: SlowField = _field("workoutData", description="JSON-encoded workout records.")
+    workout_data: SlowField = _field(
+        "workoutData", description="JSON-encoded workout records." + _DEPTH_NOTE
+    )
 
 
 _PARTY_NOTE = " Applies to every reading that does not carry its own."
@@ -603,8 +728,9 @@ class Envelope(BaseModel):
 
 
 class HealthDataMessage(RootModel[Envelope | Reading]):
-    """A Kafka message value on the health-data topic (UTF-8 JSON), keyed by deviceSn: an
-    envelope, or a bare reading (deviceSn/id at top level and no "data")."""
+    """A Kafka message value on the health-data topic (UTF-8 JSON, at most 1 MiB by default),
+    keyed by deviceSn: an envelope, or a bare reading (deviceSn/id at top level and no
+    "data")."""
 
     model_config = ConfigDict(title="HealthDataMessage")
 
