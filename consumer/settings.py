@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     batch_eager: bool = True
     worker_queue_max_records: int = Field(5000, ge=2, le=10_000_000)
     max_readings_per_message: int = Field(1000, ge=1, le=100_000)
+    max_message_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     poll_batch_size: int = Field(1000, ge=1, le=100_000)
 
     # Fault handling

@@ -9,20 +9,27 @@ from __future__ import annotations
 
 from consumer.pipeline.batching import DeadLetter, PendingMessage
 from consumer.sinks.dlq import MAX_DETAIL_CHARS
-from schemas.decode import MessageError, decode_message
+from schemas.decode import MAX_MESSAGE_BYTES, MessageError, decode_message
 from schemas.record import HealthRecord
 
 UNDECODABLE = "undecodable"
 
 
 def read_message(
-    offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None, max_readings: int
+    offset: int,
+    timestamp_ms: int,
+    key: bytes | None,
+    value: bytes | None,
+    max_readings: int,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> PendingMessage:
     """Total: whatever the bytes, a PendingMessage, carrying a DeadLetter when bad."""
     if value is None:
         return _reject(offset, timestamp_ms, key, value, "null_value", "no value (tombstone)")
     try:
-        decoded = decode_message(value, max_readings=max_readings)
+        decoded = decode_message(
+            value, max_readings=max_readings, max_message_bytes=max_message_bytes
+        )
     except MessageError as err:
         return _reject(offset, timestamp_ms, key, value, err.reason, err.detail)
     except Exception as err:  # a decoder bug must cost one message, never the partition

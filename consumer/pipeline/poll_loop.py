@@ -196,6 +196,7 @@ class PollLoop:
     def _dispatch(self, messages: list[Message]) -> None:
         by_partition: dict[int, list[PendingMessage]] = defaultdict(list)
         max_readings = self.settings.max_readings_per_message
+        max_bytes = self.settings.max_message_bytes
         records = unkeyed = undecodable = 0
         for msg in messages:
             err = msg.error()
@@ -205,7 +206,9 @@ class PollLoop:
             partition, offset = msg.partition(), msg.offset()
             if partition is None or offset is None:  # only error events lack them
                 continue
-            pending = read_message(offset, msg.timestamp()[1], msg.key(), msg.value(), max_readings)
+            pending = read_message(
+                offset, msg.timestamp()[1], msg.key(), msg.value(), max_readings, max_bytes
+            )
             by_partition[partition].append(pending)
             records += len(pending.records)
             unkeyed += pending.unkeyed

@@ -21,9 +21,10 @@ from sqlalchemy import Engine, text
 
 from consumer.sinks.mysql_rows import DAILY_FIELDS, WEEKLY_FIELDS, daily_rows, weekly_rows
 from consumer.sinks.redis import LATEST_KEY
+from consumer.sinks.redis_hash import legacy_hash
 from consumer.tools.chaos_workload import CRAFTED, Planned
 from schemas.decode import decode_message_reference
-from schemas.record import HealthRecord, to_redis_fields
+from schemas.record import HealthRecord
 
 SAMPLES = 5
 
@@ -242,7 +243,7 @@ def check_redis(url: str, exp: Expected, redis_back_at: float | None) -> Invaria
     exempt = exempt_missing = 0
     for sn, record in newest.items():
         got: dict[str, str] = hashes[sn]
-        want = to_redis_fields(record)
+        want = legacy_hash(record)
         after_restart = redis_back_at is None or (
             exp.produced_at[(sn, record.timestamp)] >= redis_back_at
         )

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import schemas.decode
+from consumer.sinks.redis_hash import legacy_hash
 from schemas.decode import (
     DecodedMessage,
     MessageError,
@@ -41,7 +42,7 @@ from schemas.reading import (
     TEMPERATURE_MAX,
     TEMPERATURE_MIN,
 )
-from schemas.record import HealthRecord, to_redis_fields
+from schemas.record import HealthRecord
 from tests.unit.hostile import SMALL_HOSTILE, default_recursion_limit
 from tests.unit.hostile import encode as encode_hostile
 from tests.unit.payloads import (
@@ -701,13 +702,13 @@ def test_empty_reading_object_is_a_reading_error_not_a_message_error(decode: Dec
 
 def test_redis_fields_use_the_legacy_names_and_formats() -> None:
     record = decode_message(encode(envelope(watch_reading(), customerId=1001))).records[0]
-    assert to_redis_fields(record) == {
+    assert legacy_hash(record) == {
         "deviceSn": SAMPLE_SN,
-        "heart_rate": "66",
-        "blood_oxygen": "98",
-        "body_temperature": "36.5",
-        "blood_pressure_systolic": "107",
-        "blood_pressure_diastolic": "74",
+        "heartRate": "66",
+        "bloodOxygen": "98",
+        "temperature": "36.5",
+        "pressureHigh": "107",
+        "pressureLow": "74",
         "stress": "35",
         "step": "3512",
         "distance": "2.4",
@@ -716,15 +717,24 @@ def test_redis_fields_use_the_legacy_names_and_formats() -> None:
         "longitude": "114.057865",
         "altitude": "12",
         "timestamp": "2025-05-31 21:18:24",
+        "uploadMethod": "wifi",
+        "customerId": "1001",
         "customer_id": "1001",
+        "orgId": "",
+        "userId": "",
+        "sleepData": "",
+        "exerciseDailyData": "",
+        "exerciseDailyWeekData": "",
+        "scientificSleepData": "",
+        "workoutData": "",
     }
 
 
 def test_redis_fields_of_the_real_upload() -> None:
-    fields = to_redis_fields(decode_message(SAMPLE_UPLOAD).records[0])
-    assert fields["body_temperature"] == "0.0"
+    fields = legacy_hash(decode_message(SAMPLE_UPLOAD).records[0])
+    assert fields["temperature"] == "0.0"
     assert (fields["latitude"], fields["longitude"], fields["altitude"]) == ("0", "0", "0")
-    assert "customer_id" not in fields and "user_id" not in fields
+    assert fields["customerId"] == "" and fields["userId"] == ""
 
 
 # --------------------------------------------------------------------------------------
@@ -1067,7 +1077,8 @@ def test_round_trip_of_valid_readings(case: tuple[dict[str, Any], dict[str, Any]
         record = only_record(decode, envelope(wire))
         for field, expected in values.items():
             assert getattr(record, field) == expected, field
-        redis = to_redis_fields(record)
-        for field in ("body_temperature", "distance", "calorie"):
-            assert redis[field] == wire[next(n for n in wire if ALIASES[n] == field)]
+        redis = legacy_hash(record)
+        for field, attr in (("temperature", "body_temperature"), ("distance", "distance"),
+                            ("calorie", "calorie")):  # fmt: skip
+            assert redis[field] == wire[next(n for n in wire if ALIASES[n] == attr)]
         assert redis["timestamp"] == wire[next(n for n in wire if ALIASES[n] == "timestamp")]
