@@ -48,6 +48,7 @@ from consumer.tools.chaos_workload import (
     WorkloadBuilder,
     WorkloadSpec,
 )
+from consumer.tools.simulate import SIMULATED_CUSTOMERS
 from consumer.topics import admin_client, ensure_topic
 
 PROGRESS_EVERY_S = 10.0
@@ -213,18 +214,20 @@ class Run:
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
         # Progress lines must not hang for the length of a DB outage.
         self.probe_engine = create_engine(url, connect_args={"connect_timeout": 2})
-        self.rule_ids: list[int] = []
+        self.rule_types = [rule_type for rule_type, _, _ in ALERT_RULES]
+        # Rules are scoped by customer, as the legacy applies them: one set per customer the
+        # simulator's devices belong to, so every violating reading has its rule.
         with self.engine.begin() as conn:
-            for rule_type, sign, high in ALERT_RULES:
-                result = conn.execute(
-                    text(
-                        "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_max, "
-                        "trend_duration, severity_level, alert_message, customer_id) "
-                        "VALUES (:t, :s, :h, 1, 'warning', :t, 0)"
-                    ),
-                    {"t": rule_type, "s": sign, "h": high},
-                )
-                self.rule_ids.append(int(result.lastrowid))
+            for customer in SIMULATED_CUSTOMERS:
+                for rule_type, sign, high in ALERT_RULES:
+                    conn.execute(
+                        text(
+                            "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_max, "
+                            "trend_duration, severity_level, alert_message, customer_id) "
+                            "VALUES (:t, :s, :h, 1, 'warning', :t, :c)"
+                        ),
+                        {"t": rule_type, "s": sign, "h": high, "c": customer},
+                    )
         client = redis.Redis.from_url(self.stack.redis_url)
         client.flushdb()
         client.close()
@@ -434,7 +437,7 @@ class Run:
 
     def check(self, exit_codes: dict[str, int | None]) -> dict[str, Any]:
         self.step = "checks"
-        exp = Expected.from_workload(self.planned, self.rule_ids)
+        exp = Expected.from_workload(self.planned, self.rule_types)
         invariants: list[Invariant] = []
         undelivered = [p for p in self.planned if p.offset < 0]
         invariants.append(

@@ -28,6 +28,7 @@ from consumer.tools.chaos_workload import (
     WorkloadSpec,
 )
 from consumer.tools.replicas import ReplicaProcess
+from consumer.tools.simulate import SIMULATED_CUSTOMERS
 from consumer.topics import admin_client, ensure_topic
 from schemas.publish import make_producer
 
@@ -100,8 +101,9 @@ def probe_rules_outage(
             text(
                 "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_max, "
                 "trend_duration, severity_level, customer_id) "
-                "VALUES ('probe_hr', 'heart_rate', 150, 1, 'warning', 0)"
-            )
+                "VALUES ('probe_hr', 'heart_rate', 150, 1, 'warning', :c)"
+            ),
+            [{"c": c} for c in (0, *SIMULATED_CUSTOMERS)],
         )
     topic = f"probe-rules-{uuid.uuid4().hex[:8]}"
     ensure_topic(admin_client(stack.bootstrap), topic, 1)
