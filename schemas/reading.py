@@ -85,13 +85,9 @@ TIMESTAMP_RE = re.compile(TIMESTAMP_PATTERN, re.ASCII)
 DEVICE_SN_RE = re.compile(DEVICE_SN_PATTERN, re.ASCII)
 _ID_RE = re.compile(r"^[+-]?\d+$", re.ASCII)
 
-UPLOAD_METHODS: dict[str, str] = {
-    "wifi": "wifi",
-    "bluetooth": "bluetooth",
-    "common_event": "common_event",
-    "esim": "esim",
-    "4g": "esim",  # old firmware's name for the eSIM uplink
-}
+# The usual uplinks as watches send them: a dict hit on the hot path skips normalizing.
+# Values are kept as sent ("4g" stays "4g"); the sink maps them to the legacy DB ENUM.
+UPLOAD_METHODS: dict[str, str] = {m: m for m in ("wifi", "bluetooth", "common_event", "esim", "4g")}
 
 
 def shorten(value: object, limit: int = 60) -> str:
@@ -206,8 +202,9 @@ def normalize_device_sn(value: object) -> str:
 
 
 def parse_timestamp(value: object) -> datetime:
-    """Device-local time exactly as sent. Never defaulted: a reading without a time cannot
-    be ordered or deduplicated, so it is rejected instead."""
+    """Device-local time exactly as sent. The model never defaults it: only a caller that
+    knows a deterministic time (the consumer: the Kafka message's) may fill in a missing
+    one (`decode_message(default_timestamp=...)`), since a server clock breaks replays."""
     if not isinstance(value, str):
         raise PydanticCustomError(
             "timestamp_type", "{got} is not a yyyy-MM-dd HH:mm:ss string", {"got": shorten(value)}
@@ -272,8 +269,10 @@ def to_party_id(value: object) -> int | None:
 
 
 def normalize_upload_method(value: object) -> str | None:
-    """Known uplinks are canonicalized ("4g" is the old name of "esim"); unknown ones are
-    kept, lower-cased and cut to the column width, so a new firmware is never rejected."""
+    """The uplink as sent, trimmed, lower-cased and cut to 32 characters. Never mapped
+    ("4g" stays "4g"): `upload_method_raw` must hold what the device said, and the mapping
+    to the legacy ENUM is the sink's (`legacy_upload_method`). Any string is accepted, so
+    a new firmware's uplink never costs a reading."""
     if value is None:
         return None
     if not isinstance(value, str):
@@ -285,7 +284,7 @@ def normalize_upload_method(value: object) -> str | None:
     method = value.strip().lower()
     if not method:
         return None
-    return UPLOAD_METHODS.get(method, method[:UPLOAD_METHOD_MAX])
+    return method[:UPLOAD_METHOD_MAX]
 
 
 def _parse_slow(value: object) -> Any:
@@ -643,8 +642,9 @@ class Reading(BaseModel):
     upload_method: UploadMethod = _field(
         "upload_method",
         "uploadMethod",
-        description='Uplink: wifi, bluetooth, common_event, esim ("4g" is read as esim). '
-        "Other values are kept lower-cased, cut to 32 characters.",
+        description="Uplink: wifi, bluetooth, common_event, esim, 4g (old firmware's name "
+        "of esim). Any string is accepted, kept trimmed, lower-cased and cut to 32 "
+        "characters.",
     )
     timestamp: Timestamp = _field(
         "timestamp",
