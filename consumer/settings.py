@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KAFKA_CLIENT_PREFIX = "KAFKA_CLIENT_"
@@ -45,6 +46,9 @@ class Settings(BaseSettings):
     max_readings_per_message: int = Field(1000, ge=1, le=100_000)
     max_message_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     poll_batch_size: int = Field(1000, ge=1, le=100_000)
+    # The zone the devices' naive local times are in: a reading without a timestamp gets
+    # its Kafka message time converted to it (deterministic, so replays stay exact).
+    device_timezone: str = "UTC"
 
     # Fault handling
     shutdown_timeout_s: float = Field(30.0, gt=0, le=3600)
@@ -100,6 +104,17 @@ class Settings(BaseSettings):
         if isinstance(data, dict) and "kafka_client" not in data:
             data = {**data, "kafka_client": kafka_client_properties(os.environ)}
         return data
+
+    @field_validator("device_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone name (e.g. UTC, Asia/Shanghai)"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

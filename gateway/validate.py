@@ -21,7 +21,8 @@ def dead_letter_reasons(body: bytes) -> str | None:
         decoded = decode_message(body, max_readings=sys.maxsize)
     except MessageError as exc:
         return f"{exc.reason}: {exc.detail}"
-    if not decoded.errors:
+    problems = decoded.problems()  # a dropped slow field dead-letters the message too
+    if not problems:
         return None
-    text = "; ".join(f"reading[{e.index}] {e.reason}: {e.detail}" for e in decoded.errors)
+    text = "; ".join(f"reading[{p.index}] {p.reason}: {p.detail}" for p in problems)
     return text if len(text) <= MAX_PROBLEM else text[: MAX_PROBLEM - 3] + "..."

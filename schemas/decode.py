@@ -7,13 +7,17 @@ leaves. Whenever it is not sure - a numeric string, a float, a duplicate alias, 
 it would reject - it hands the reading to the pydantic `Reading` model, which is the
 contract and also writes the error messages. `decode_message_reference` runs only the
 model; the unit tests check that both agree.
+
+Two kinds of problem, both dead-letter the message once (intake): a `ReadingError` loses
+the reading; a `DroppedField` (a slow field whose content is unusable) loses only that
+field, because the legacy upload path kept the vital signs of such a reading.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -57,9 +61,11 @@ from schemas.reading import (
 from schemas.record import HealthRecord
 
 __all__ = [
+    "INVALID_SLOW_FIELD",
     "MAX_MESSAGE_BYTES",
     "MAX_READINGS",
     "DecodedMessage",
+    "DroppedField",
     "MessageError",
     "ReadingError",
     "decode_message",
@@ -105,10 +111,35 @@ class ReadingError:
     detail: str  # names the field(s) and the problem
 
 
+INVALID_SLOW_FIELD = "invalid_slow_field"
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedField:
+    """A field of a stored reading that could not be kept: the reading is stored without
+    it, and the message is dead-lettered so that nothing is dropped silently."""
+
+    index: int  # position of the reading in the envelope
+    field: str  # the name as sent (an alias is named as such)
+    reason: str  # "invalid_slow_field"
+    detail: str  # names the field and the problem
+
+
 @dataclass(slots=True)
 class DecodedMessage:
-    records: list[HealthRecord]  # valid readings in envelope order
-    errors: list[ReadingError]  # invalid readings
+    records: list[HealthRecord]  # stored readings in envelope order
+    errors: list[ReadingError]  # rejected readings
+    dropped: list[DroppedField] = field(default_factory=list)  # fields lost, readings kept
+    timestamps_defaulted: int = 0  # stored readings that took `default_timestamp`
+
+    def problems(self) -> list[ReadingError | DroppedField]:
+        """Both kinds in envelope order: what the dead letter reports."""
+        if not self.dropped:
+            return list(self.errors)
+        if not self.errors:
+            return list(self.dropped)
+        both: list[ReadingError | DroppedField] = [*self.errors, *self.dropped]
+        return sorted(both, key=lambda p: p.index)
 
 
 def _clip(text: str) -> str:
@@ -242,7 +273,18 @@ def _reading_error(index: int, exc: ValidationError) -> ReadingError:
     return ReadingError(index, reason, _clip("; ".join(_describe(e) for e in errors)))
 
 
-def _model_record(raw: object, index: int, parties: Parties) -> HealthRecord | ReadingError:
+# Problems in the *content* of a slow field (its type is right): the field is dropped and
+# the reading kept. A slow field of the wrong type (a number) still rejects the reading,
+# as the JSON Schema does.
+_SLOW_CONTENT_ERRORS = frozenset(
+    {"slow_field_json", "slow_field_depth", "sleep_timestamp_range", "sleep_range"}
+)
+_TIMESTAMP_NAMES = tuple(name for name, primary in ALIASES.items() if primary == "timestamp")
+
+
+def _model_record(
+    raw: object, index: int, parties: Parties, dropped: list[DroppedField]
+) -> HealthRecord | ReadingError:
     if not isinstance(raw, dict):
         return ReadingError(
             index, "schema_violation", f"reading is a JSON {json_kind(raw)}, not an object"
@@ -250,8 +292,32 @@ def _model_record(raw: object, index: int, parties: Parties) -> HealthRecord | R
     try:
         reading = Reading.model_validate(raw)
     except ValidationError as exc:
-        return _reading_error(index, exc)
+        errors = exc.errors()
+        if not all(e["type"] in _SLOW_CONTENT_ERRORS for e in errors):
+            return _reading_error(index, exc)
+        # Only slow fields are at fault: drop every name of each (else an alias sent too
+        # would stand in for the bad value) and keep the vital signs.
+        primaries = {ALIASES[str(e["loc"][0])] for e in errors}
+        kept = {k: v for k, v in raw.items() if ALIASES.get(k) not in primaries}
+        try:
+            reading = Reading.model_validate(kept)
+        except ValidationError as again:  # cannot happen: the other fields were valid
+            return _reading_error(index, again)
+        dropped.extend(
+            DroppedField(index, str(e["loc"][0]), INVALID_SLOW_FIELD, _clip(_describe(e)))
+            for e in errors
+        )
     return record_from_reading(reading, parties)
+
+
+def _lacks_timestamp(raw: dict[str, Any]) -> bool:
+    """No timestamp under any name: absent, null or blank (blank means "not sent", as
+    for every other field). A value that is present but malformed is not missing."""
+    for name in _TIMESTAMP_NAMES:
+        value = raw.get(name)
+        if value is not None and not (type(value) is str and not value.strip()):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -549,6 +615,7 @@ def _decode(
     max_readings: int,
     max_message_bytes: int,
     fast: Callable[[dict[str, Any], Parties], HealthRecord | None] | None,
+    default_timestamp: datetime | None = None,
 ) -> DecodedMessage:
     # Before parsing: the parsed document takes ~6x the message's size (~29x for tiny
     # objects), and too_many_readings can only be judged after parsing.
@@ -562,18 +629,28 @@ def _decode(
     except orjson.JSONDecodeError as exc:
         raise MessageError("invalid_json", f"not valid JSON: {exc}") from None
     readings, parties = _split(obj, max_readings)
+    if default_timestamp is not None and not MIN_TIMESTAMP <= default_timestamp < MAX_TIMESTAMP:
+        default_timestamp = None  # no clock at all beats a reading filed under 1970
     records: list[HealthRecord] = []
     errors: list[ReadingError] = []
+    dropped: list[DroppedField] = []
+    defaulted = 0
     for index, raw in enumerate(readings):
         record = fast(raw, parties) if fast is not None and type(raw) is dict else None
         if record is None:
-            outcome = _model_record(raw, index, parties)
+            # The fast path never defaults: a reading without a time is rare, and the
+            # model then judges it like one that carries the default as sent.
+            stamped = default_timestamp is not None and type(raw) is dict and _lacks_timestamp(raw)
+            if stamped:
+                raw = {**raw, "timestamp": f"{default_timestamp:%Y-%m-%d %H:%M:%S}"}
+            outcome = _model_record(raw, index, parties, dropped)
             if isinstance(outcome, ReadingError):
                 errors.append(outcome)
                 continue
             record = outcome
+            defaulted += stamped
         records.append(record)
-    return DecodedMessage(records, errors)
+    return DecodedMessage(records, errors, dropped, defaulted)
 
 
 def _undecodable(exc: Exception) -> MessageError:
@@ -588,15 +665,19 @@ def decode_message(
     *,
     max_readings: int = MAX_READINGS,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    default_timestamp: datetime | None = None,
 ) -> DecodedMessage:
     """Decode one Kafka message value.
 
     Raises MessageError when the message as a whole is unusable, and never anything else;
     otherwise each reading is judged on its own, so one bad reading in a cache flush does
-    not drop the others.
+    not drop the others. `default_timestamp` (naive device-local time, whole seconds) is
+    the time of a reading that carries none; the consumer passes the Kafka message time,
+    which keeps replays idempotent. Without it such a reading is an `invalid_timestamp`
+    error, which is what a gateway that has no message time yet must report.
     """
     try:
-        return _decode(value, max_readings, max_message_bytes, _fast_record)
+        return _decode(value, max_readings, max_message_bytes, _fast_record, default_timestamp)
     except MessageError:
         raise
     except Exception as exc:
@@ -608,13 +689,14 @@ def decode_message_reference(
     *,
     max_readings: int = MAX_READINGS,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    default_timestamp: datetime | None = None,
 ) -> DecodedMessage:
     """`decode_message` through the pydantic models only: same result, several times slower.
 
     For tests and for debugging a disputed message; production uses `decode_message`.
     """
     try:
-        return _decode(value, max_readings, max_message_bytes, None)
+        return _decode(value, max_readings, max_message_bytes, None, default_timestamp)
     except MessageError:
         raise
     except Exception as exc:

@@ -25,6 +25,14 @@ SCHEMA_ID = "urn:healthstream:schema:health-data:v1"
 
 def build_schema() -> dict[str, Any]:
     schema = HealthDataMessage.model_json_schema(mode="validation")
+    # An object with "data" is always read as an envelope, never as a bare reading
+    # (schemas.decode._split); pydantic cannot say so on a RootModel's union.
+    schema["anyOf"] = [
+        {"allOf": [choice], "not": {"required": ["data"]}}
+        if choice.get("$ref") == "#/$defs/Reading"
+        else choice
+        for choice in schema["anyOf"]
+    ]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,

@@ -85,13 +85,9 @@ TIMESTAMP_RE = re.compile(TIMESTAMP_PATTERN, re.ASCII)
 DEVICE_SN_RE = re.compile(DEVICE_SN_PATTERN, re.ASCII)
 _ID_RE = re.compile(r"^[+-]?\d+$", re.ASCII)
 
-UPLOAD_METHODS: dict[str, str] = {
-    "wifi": "wifi",
-    "bluetooth": "bluetooth",
-    "common_event": "common_event",
-    "esim": "esim",
-    "4g": "esim",  # old firmware's name for the eSIM uplink
-}
+# The usual uplinks as watches send them: a dict hit on the hot path skips normalizing.
+# Values are kept as sent ("4g" stays "4g"); the sink maps them to the legacy DB ENUM.
+UPLOAD_METHODS: dict[str, str] = {m: m for m in ("wifi", "bluetooth", "common_event", "esim", "4g")}
 
 
 def shorten(value: object, limit: int = 60) -> str:
@@ -206,8 +202,9 @@ def normalize_device_sn(value: object) -> str:
 
 
 def parse_timestamp(value: object) -> datetime:
-    """Device-local time exactly as sent. Never defaulted: a reading without a time cannot
-    be ordered or deduplicated, so it is rejected instead."""
+    """Device-local time exactly as sent. The model never defaults it: only a caller that
+    knows a deterministic time (the consumer: the Kafka message's) may fill in a missing
+    one (`decode_message(default_timestamp=...)`), since a server clock breaks replays."""
     if not isinstance(value, str):
         raise PydanticCustomError(
             "timestamp_type", "{got} is not a yyyy-MM-dd HH:mm:ss string", {"got": shorten(value)}
@@ -272,8 +269,10 @@ def to_party_id(value: object) -> int | None:
 
 
 def normalize_upload_method(value: object) -> str | None:
-    """Known uplinks are canonicalized ("4g" is the old name of "esim"); unknown ones are
-    kept, lower-cased and cut to the column width, so a new firmware is never rejected."""
+    """The uplink as sent, trimmed, lower-cased and cut to 32 characters. Never mapped
+    ("4g" stays "4g"): `upload_method_raw` must hold what the device said, and the mapping
+    to the legacy ENUM is the sink's (`legacy_upload_method`). Any string is accepted, so
+    a new firmware's uplink never costs a reading."""
     if value is None:
         return None
     if not isinstance(value, str):
@@ -285,7 +284,7 @@ def normalize_upload_method(value: object) -> str | None:
     method = value.strip().lower()
     if not method:
         return None
-    return UPLOAD_METHODS.get(method, method[:UPLOAD_METHOD_MAX])
+    return method[:UPLOAD_METHOD_MAX]
 
 
 def _parse_slow(value: object) -> Any:
@@ -418,19 +417,50 @@ def sleep_field(value: object) -> tuple[str | None, Decimal | None]:
 # ---------------------------------------------------------------------------------------
 
 
+# What the decoder accepts and what the JSON Schema says must be the same set of payloads
+# (tests/unit/test_schema_agreement.py). So numeric strings follow a grammar stated here,
+# ASCII only, instead of whatever int()/Decimal() take ("6_6", Arabic-Indic digits), and
+# each field's JSON Schema spells out the same grammar and range as a pattern.
+_INT_TEXT = re.compile(r"([+-]?[0-9]+)(?:\.0*)?", re.ASCII)  # "78", "+78", "78.0"
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_NOT_FINITE = re.compile(r"[+-]?(?:s?nan|inf|infinity)", re.ASCII | re.IGNORECASE)
+
+
 def _int_input(value: object) -> object:
-    # pydantic's lax int would take True as 1; a blank string means "not sent".
-    if isinstance(value, bool):
+    """Numbers as they come; numeric strings (surrounding blanks ignored, a zero fraction
+    allowed) as their digits; a blank string means "not sent"."""
+    if isinstance(value, bool):  # pydantic's lax int would take True as 1
         raise PydanticCustomError(
             "int_type", "Input should be a valid integer (got {got})", {"got": shorten(value)}
         )
-    if isinstance(value, str) and not value.strip():
-        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        match = _INT_TEXT.fullmatch(text)
+        if match is None:
+            raise PydanticCustomError(
+                "int_parsing",
+                "Input should be a valid integer, unable to parse string as an integer (got {got})",
+                {"got": shorten(value)},
+            )
+        return match.group(1)  # pydantic counts the digits before converting
     return value
 
 
 def _decimal_input(value: object) -> object:
-    return None if isinstance(value, str) and not value.strip() else value
+    """Decimal text (blanks around it ignored, exponent allowed); a blank string means "not
+    sent". NaN/Infinity pass on, for pydantic's own "finite number" error."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return None
+    if _DECIMAL_TEXT.fullmatch(text) or _NOT_FINITE.fullmatch(text):
+        return text
+    raise PydanticCustomError(
+        "decimal_parsing", "Input should be a valid decimal (got {got})", {"got": shorten(value)}
+    )
 
 
 def _cents(value: Decimal | None) -> Decimal | None:
@@ -441,40 +471,107 @@ def _micros(value: Decimal | None) -> Decimal | None:
     return None if value is None else quantize(value, MICRO)
 
 
+def numerals_up_to(limit: int) -> str:
+    """A regex (unanchored) of the decimal numerals 0..limit without leading zeros."""
+    digits = str(limit)
+    size = len(digits)
+    alternatives = ["0"]
+    if size > 1:
+        alternatives.append("[1-9]" if size == 2 else f"[1-9][0-9]{{0,{size - 2}}}")
+    for i, digit in enumerate(digits):
+        low = 1 if i == 0 else 0
+        if int(digit) > low:
+            rest = size - i - 1
+            tail = "" if rest == 0 else "[0-9]" if rest == 1 else f"[0-9]{{{rest}}}"
+            alternatives.append(f"{digits[:i]}[{low}-{int(digit) - 1}]{tail}")
+    if limit > 0:
+        alternatives.append(digits)
+    return "(?:" + "|".join(alternatives) + ")"
+
+
+def _int_schema(high: int) -> dict[str, Any]:
+    """0..high as a JSON number or as text in the grammar of `_int_input`."""
+    text = rf"(?:\+?0*{numerals_up_to(high)}|-0+)(?:\.0*)?"
+    return {
+        "anyOf": [
+            {"type": "integer", "minimum": 0, "maximum": high},
+            {"type": "string", "pattern": rf"^\s*(?:{text})?\s*$"},
+            {"type": "null"},
+        ]
+    }
+
+
+def _decimal_schema(low: Decimal, high: Decimal) -> dict[str, Any]:
+    """[low, high] (integer bounds; low is 0 or -high) as a JSON number or as decimal text.
+
+    Plain text ("36.5") is range-checked by the pattern. Exponent text ("3.65e1") is
+    accepted by the pattern but its range only by the consumer: a regex for that is
+    possible but unreadable, and no device sends it.
+    """
+    top = int(high)
+    magnitude = rf"0*{numerals_up_to(top - 1)}(?:\.[0-9]*)?|0*{top}(?:\.0*)?|\.[0-9]+"
+    signed = rf"[+-]?(?:{magnitude})"
+    unsigned = rf"\+?(?:{magnitude})|-(?:0+(?:\.0*)?|\.0+)"  # only zero may carry a minus
+    plain = signed if low < 0 else unsigned
+    exponent = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][+-]?[0-9]+"
+    return {
+        "anyOf": [
+            {"type": "number", "minimum": int(low), "maximum": top},
+            {"type": "string", "pattern": rf"^\s*(?:{plain}|{exponent})?\s*$"},
+            {"type": "null"},
+        ]
+    }
+
+
 HeartRate = Annotated[
-    Annotated[int, Field(ge=0, le=HEART_RATE_MAX)] | None, BeforeValidator(_int_input)
+    Annotated[int, Field(ge=0, le=HEART_RATE_MAX)] | None,
+    BeforeValidator(_int_input),
+    WithJsonSchema(_int_schema(HEART_RATE_MAX)),
 ]
 BloodOxygen = Annotated[
-    Annotated[int, Field(ge=0, le=BLOOD_OXYGEN_MAX)] | None, BeforeValidator(_int_input)
+    Annotated[int, Field(ge=0, le=BLOOD_OXYGEN_MAX)] | None,
+    BeforeValidator(_int_input),
+    WithJsonSchema(_int_schema(BLOOD_OXYGEN_MAX)),
 ]
 Pressure = Annotated[
-    Annotated[int, Field(ge=0, le=PRESSURE_MAX)] | None, BeforeValidator(_int_input)
+    Annotated[int, Field(ge=0, le=PRESSURE_MAX)] | None,
+    BeforeValidator(_int_input),
+    WithJsonSchema(_int_schema(PRESSURE_MAX)),
 ]
-Count = Annotated[Annotated[int, Field(ge=0, le=INT32_MAX)] | None, BeforeValidator(_int_input)]
+Count = Annotated[
+    Annotated[int, Field(ge=0, le=INT32_MAX)] | None,
+    BeforeValidator(_int_input),
+    WithJsonSchema(_int_schema(INT32_MAX)),
+]
 Temperature = Annotated[
     Annotated[Decimal, Field(ge=TEMPERATURE_MIN, le=TEMPERATURE_MAX)] | None,
     BeforeValidator(_decimal_input),
     AfterValidator(_cents),
+    WithJsonSchema(_decimal_schema(TEMPERATURE_MIN, TEMPERATURE_MAX)),
 ]
 Amount = Annotated[
     Annotated[Decimal, Field(ge=AMOUNT_MIN, le=AMOUNT_MAX)] | None,
     BeforeValidator(_decimal_input),
     AfterValidator(_cents),
+    WithJsonSchema(_decimal_schema(AMOUNT_MIN, AMOUNT_MAX)),
 ]
 Latitude = Annotated[
     Annotated[Decimal, Field(ge=-LATITUDE_MAX, le=LATITUDE_MAX)] | None,
     BeforeValidator(_decimal_input),
     AfterValidator(_micros),
+    WithJsonSchema(_decimal_schema(-LATITUDE_MAX, LATITUDE_MAX)),
 ]
 Longitude = Annotated[
     Annotated[Decimal, Field(ge=-LONGITUDE_MAX, le=LONGITUDE_MAX)] | None,
     BeforeValidator(_decimal_input),
     AfterValidator(_micros),
+    WithJsonSchema(_decimal_schema(-LONGITUDE_MAX, LONGITUDE_MAX)),
 ]
 Altitude = Annotated[
     Annotated[Decimal, Field(ge=-ALTITUDE_MAX, le=ALTITUDE_MAX)] | None,
     BeforeValidator(_decimal_input),
     AfterValidator(_cents),
+    WithJsonSchema(_decimal_schema(-ALTITUDE_MAX, ALTITUDE_MAX)),
 ]
 DeviceSn = Annotated[
     str,
@@ -484,20 +581,39 @@ DeviceSn = Annotated[
             "anyOf": [
                 {
                     "type": "string",
-                    "minLength": 1,
-                    "maxLength": DEVICE_SN_MAX,
-                    "pattern": DEVICE_SN_PATTERN,
+                    # Surrounding whitespace is stripped before the checks.
+                    "pattern": rf"^\s*{DEVICE_SN_PATTERN[1:-2]}{{1,{DEVICE_SN_MAX}}}\s*$",
                 },
+                # Unbounded here: a 64-digit bound does not fit the 64-bit integers JSON
+                # tools use. The consumer refuses a number of more than 64 characters.
                 {"type": "integer"},
             ]
         }
     ),
 ]
+# The schema's timestamp pattern also checks the calendar (month lengths, leap years in
+# 2000..2100), which the decoder does with datetime.fromisoformat().
+_DAY = (
+    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+_LEAP_YEAR = r"20(?:0[048]|[2468][048]|[13579][26])"
+TIMESTAMP_SCHEMA_PATTERN = (
+    rf"^(?:(?:20[0-9]{{2}}|2100)-{_DAY}|{_LEAP_YEAR}-02-29)"
+    r" (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$"
+)
 Timestamp = Annotated[
     datetime,
     PlainValidator(parse_timestamp),
     WithJsonSchema(
-        {"type": "string", "pattern": TIMESTAMP_PATTERN, "examples": ["2025-05-31 21:18:24"]}
+        {
+            "type": "string",
+            "minLength": 19,  # with the pattern: no trailing newline, which $ would allow
+            "maxLength": 19,
+            "pattern": TIMESTAMP_SCHEMA_PATTERN,
+            "examples": ["2025-05-31 21:18:24"],
+        }
     ),
 ]
 PartyId = Annotated[
@@ -507,7 +623,11 @@ PartyId = Annotated[
         {
             "anyOf": [
                 {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
-                {"type": "string", "pattern": r"^\s*([+-]?\d+)?\s*$"},
+                {
+                    "type": "string",
+                    "pattern": rf"^\s*(?:\+?0*{numerals_up_to(INT64_MAX)}"
+                    rf"|-0*{numerals_up_to(-INT64_MIN)})?\s*$",
+                },
                 {"type": "null"},
             ]
         }
@@ -643,14 +763,17 @@ class Reading(BaseModel):
     upload_method: UploadMethod = _field(
         "upload_method",
         "uploadMethod",
-        description='Uplink: wifi, bluetooth, common_event, esim ("4g" is read as esim). '
-        "Other values are kept lower-cased, cut to 32 characters.",
+        description="Uplink: wifi, bluetooth, common_event, esim, 4g (old firmware's name "
+        "of esim). Any string is accepted, kept trimmed, lower-cased and cut to 32 "
+        "characters.",
     )
     timestamp: Timestamp = _field(
         "timestamp",
         "cjsj",
         required=True,
-        description="Measurement time, device local time, yyyy-MM-dd HH:mm:ss, years 2000..2100.",
+        description="Measurement time, device local time, yyyy-MM-dd HH:mm:ss, years 2000..2100. "
+        "Required: the consumer stores a reading without it at the Kafka message time "
+        "(DEVICE_TIMEZONE), a legacy tolerance, not part of the contract.",
     )
     customer_id: PartyId = _field(
         "customerId",

@@ -28,7 +28,7 @@ DEAD_LETTER_REASONS = (
     "invalid_json", "invalid_envelope", "empty_envelope", "too_many_readings",
     "missing_device_sn", "invalid_timestamp", "schema_violation", "key_mismatch",
     "unkeyed_mixed_devices", "null_value", "db_rejected", "internal_error", "undecodable",
-    "message_too_large",
+    "message_too_large", "invalid_slow_field",
 )  # fmt: skip
 
 
@@ -73,6 +73,9 @@ class ReplicaCollector(Collector):
         yield _counter("undecodable_messages",
                        "Messages whose decoding failed unexpectedly (a bug; dead-lettered)",
                        t.undecodable)  # fmt: skip
+        yield _counter("readings_timestamp_from_kafka",
+                       "Readings without a timestamp, stored at the Kafka message time "
+                       "(DEVICE_TIMEZONE)", t.timestamps_from_kafka)  # fmt: skip
         yield _labelled(
             "records_written",
             "Records written, by sink",

@@ -30,6 +30,7 @@ class PendingMessage:
     records: list[HealthRecord]
     dead_letter: DeadLetter | None = None
     unkeyed: bool = False
+    timestamps_from_kafka: int = 0  # readings stored at the message time (they had none)
 
     @property
     def weight(self) -> int:

@@ -2,10 +2,14 @@
 
 The contract (envelopes, aliases, types) lives in `schemas`; this step adds what only the
 transport knows: the key must name the device of every reading, because the key is what
-put those readings on this partition and keeps them in order.
+put those readings on this partition and keeps them in order; and the message time, which
+a reading without a timestamp takes (the legacy used the server clock, which made a
+replay store the reading again under a new time).
 """
 
 from __future__ import annotations
+
+from datetime import datetime, tzinfo
 
 from consumer.pipeline.batching import DeadLetter, PendingMessage
 from consumer.sinks.dlq import MAX_DETAIL_CHARS
@@ -15,6 +19,35 @@ from schemas.record import HealthRecord
 UNDECODABLE = "undecodable"
 
 
+class DeviceClock:
+    """Kafka epoch ms -> naive device-local time, whole seconds, in DEVICE_TIMEZONE.
+
+    Whole seconds because device times are sent as yyyy-MM-dd HH:mm:ss: the fallback
+    time then looks like one a device sent, in the DB key and the Redis hash alike.
+    Remembers the last second, since a poll batch's messages mostly share it.
+    """
+
+    __slots__ = ("_second", "_time", "_zone")
+
+    def __init__(self, zone: tzinfo) -> None:
+        self._zone = zone
+        self._second: int | None = None
+        self._time: datetime | None = None
+
+    def __call__(self, timestamp_ms: int) -> datetime | None:
+        """None when the message has no usable time (librdkafka gives -1 then)."""
+        if timestamp_ms <= 0:
+            return None
+        second = timestamp_ms // 1000
+        if second != self._second:
+            try:
+                local = datetime.fromtimestamp(second, self._zone).replace(tzinfo=None)
+            except (OverflowError, OSError, ValueError):
+                return None
+            self._second, self._time = second, local
+        return self._time
+
+
 def read_message(
     offset: int,
     timestamp_ms: int,
@@ -22,13 +55,21 @@ def read_message(
     value: bytes | None,
     max_readings: int,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    clock: DeviceClock | None = None,
 ) -> PendingMessage:
-    """Total: whatever the bytes, a PendingMessage, carrying a DeadLetter when bad."""
+    """Total: whatever the bytes, a PendingMessage, carrying a DeadLetter when bad.
+
+    With a `clock`, a reading without a timestamp takes the message's time; without one
+    it is an invalid_timestamp error.
+    """
     if value is None:
         return _reject(offset, timestamp_ms, key, value, "null_value", "no value (tombstone)")
     try:
         decoded = decode_message(
-            value, max_readings=max_readings, max_message_bytes=max_message_bytes
+            value,
+            max_readings=max_readings,
+            max_message_bytes=max_message_bytes,
+            default_timestamp=None if clock is None else clock(timestamp_ms),
         )
     except MessageError as err:
         return _reject(offset, timestamp_ms, key, value, err.reason, err.detail)
@@ -48,15 +89,25 @@ def read_message(
         if mismatch is not None:
             return _reject(offset, timestamp_ms, key, value, "key_mismatch", mismatch)
 
+    # Rejected readings and dropped fields alike: the message goes to the DLQ once, with
+    # the reason of its first problem, while what could be stored is stored.
     dead_letter = None
-    if decoded.errors:
-        errors = decoded.errors
-        detail = "; ".join(f"reading[{e.index}] {e.reason}: {e.detail}" for e in errors)
-        if records:
-            total = len(errors) + len(records)
-            detail = f"{len(errors)} of {total} readings invalid: {detail}"
-        dead_letter = DeadLetter(errors[0].reason, detail[:MAX_DETAIL_CHARS])
-    return PendingMessage(offset, timestamp_ms, key, value, records, dead_letter, unkeyed)
+    problems = decoded.problems()
+    if problems:
+        detail = "; ".join(f"reading[{p.index}] {p.reason}: {p.detail}" for p in problems)
+        counts = []
+        if decoded.errors and records:
+            total = len(decoded.errors) + len(records)
+            counts.append(f"{len(decoded.errors)} of {total} readings invalid")
+        if decoded.dropped:
+            counts.append(f"{len(decoded.dropped)} field(s) dropped from stored readings")
+        if counts:
+            detail = f"{', '.join(counts)}: {detail}"
+        dead_letter = DeadLetter(problems[0].reason, detail[:MAX_DETAIL_CHARS])
+    return PendingMessage(
+        offset, timestamp_ms, key, value, records, dead_letter, unkeyed,
+        decoded.timestamps_defaulted,
+    )  # fmt: skip
 
 
 def _key_mismatch(key: bytes, records: list[HealthRecord]) -> str | None:

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, Message, TopicPartition
 
@@ -22,7 +23,7 @@ from consumer import __version__
 from consumer.dependencies import Dependencies
 from consumer.pipeline.batching import PendingMessage
 from consumer.pipeline.flow_control import FlowControl
-from consumer.pipeline.intake import UNDECODABLE, read_message
+from consumer.pipeline.intake import UNDECODABLE, DeviceClock, read_message
 from consumer.pipeline.ledger import Ledger
 from consumer.pipeline.offsets import CommitBook
 from consumer.pipeline.view import LoopView, PartitionView
@@ -85,6 +86,7 @@ class PollLoop:
         self._ledger = ledger
         self._deps = dependencies
         self._flow = FlowControl(settings.worker_queue_max_records)
+        self._clock = DeviceClock(ZoneInfo(settings.device_timezone))
         self._book = CommitBook(COMMIT_INTERVAL_S)
         self._owned: dict[int, _Owned] = {}
         self._stop = threading.Event()
@@ -197,7 +199,7 @@ class PollLoop:
         by_partition: dict[int, list[PendingMessage]] = defaultdict(list)
         max_readings = self.settings.max_readings_per_message
         max_bytes = self.settings.max_message_bytes
-        records = unkeyed = undecodable = 0
+        records = unkeyed = undecodable = from_kafka = 0
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -207,17 +209,19 @@ class PollLoop:
             if partition is None or offset is None:  # only error events lack them
                 continue
             pending = read_message(
-                offset, msg.timestamp()[1], msg.key(), msg.value(), max_readings, max_bytes
-            )
+                offset, msg.timestamp()[1], msg.key(), msg.value(), max_readings, max_bytes,
+                self._clock,
+            )  # fmt: skip
             by_partition[partition].append(pending)
             records += len(pending.records)
             unkeyed += pending.unkeyed
+            from_kafka += pending.timestamps_from_kafka
             if pending.dead_letter is not None and pending.dead_letter.reason == UNDECODABLE:
                 undecodable += 1
                 log.error("decoder failed unexpectedly; message dead-lettered",
                           extra={"partition": partition, "offset": offset,
                                  "error": pending.dead_letter.detail[:300]})  # fmt: skip
-        self._ledger.consumed(len(messages), records, unkeyed, undecodable)
+        self._ledger.consumed(len(messages), records, unkeyed, undecodable, from_kafka)
         for partition, batch in by_partition.items():
             owned = self._owned.get(partition)
             if owned is None:  # fetched just before a revoke: the next owner re-reads it

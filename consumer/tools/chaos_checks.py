@@ -13,13 +13,21 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from sqlalchemy import Engine, text
 
-from consumer.sinks.mysql_rows import DAILY_FIELDS, WEEKLY_FIELDS, daily_rows, weekly_rows
+from consumer.pipeline.intake import DeviceClock
+from consumer.sinks.mysql_rows import (
+    DAILY_FIELDS,
+    WEEKLY_FIELDS,
+    daily_rows,
+    legacy_upload_method,
+    weekly_rows,
+)
 from consumer.sinks.redis import LATEST_KEY
 from consumer.sinks.redis_hash import legacy_hash
 from consumer.tools.chaos_workload import CRAFTED, Planned
@@ -84,7 +92,10 @@ class Expected:
                 continue
             # The reference (pydantic) decoder is the contract: it gives the normalized
             # values; which readings are valid comes from the plan, and must agree.
-            decoded = decode_message_reference(p.value)
+            # The consumer's own fallback for a reading without a timestamp: the message
+            # time in DEVICE_TIMEZONE (UTC in the chaos stack).
+            default = None if p.timestamp_ms is None else _UTC_CLOCK(p.timestamp_ms)
+            decoded = decode_message_reference(p.value, default_timestamp=default)
             keys = {(r.device_sn, r.timestamp) for r in decoded.records}
             planned_keys = {(sn, _ts(ts)) for sn, ts in p.readings}
             if keys != planned_keys:
@@ -97,6 +108,9 @@ class Expected:
         return cls(records, produced_at, alerts, dead, by_offset, disagreements)
 
 
+_UTC_CLOCK = DeviceClock(ZoneInfo("UTC"))
+
+
 def _rows(engine: Engine, sql: str) -> list[Any]:
     with engine.connect() as conn:
         return list(conn.execute(text(sql)).all())
@@ -105,7 +119,7 @@ def _rows(engine: Engine, sql: str) -> list[Any]:
 def check_health_rows(engine: Engine, exp: Expected) -> list[Invariant]:
     rows = _rows(
         engine,
-        "SELECT id, device_sn, timestamp, upload_method, heart_rate "
+        "SELECT id, device_sn, timestamp, upload_method, upload_method_raw, heart_rate "
         "FROM t_user_health_data ORDER BY id",
     )
     seen = Counter((r.device_sn, r.timestamp) for r in rows)
@@ -126,15 +140,20 @@ def check_health_rows(engine: Engine, exp: Expected) -> list[Invariant]:
     wrong = []
     for r in rows:
         want = exp.records.get((r.device_sn, r.timestamp))
+        # The ENUM column holds the legacy mapping, the raw column what the device sent.
         if want is not None and (
-            r.upload_method != want.upload_method or r.heart_rate != want.heart_rate
+            r.upload_method != legacy_upload_method(want.upload_method)
+            or r.upload_method_raw != want.upload_method
+            or r.heart_rate != want.heart_rate
         ):
             wrong.append(
-                f"{r.device_sn}@{r.timestamp}: upload_method={r.upload_method!r} "
-                f"heart_rate={r.heart_rate} want {want.upload_method!r}/{want.heart_rate}"
+                f"{r.device_sn}@{r.timestamp}: upload_method={r.upload_method!r}/"
+                f"{r.upload_method_raw!r} heart_rate={r.heart_rate} want "
+                f"{legacy_upload_method(want.upload_method)!r}/{want.upload_method!r}/"
+                f"{want.heart_rate}"
             )
     values = Invariant(
-        "health rows: values byte-exact (SN, upload_method, heart_rate)",
+        "health rows: values byte-exact (SN, upload_method + raw, heart_rate)",
         len(expected),
         len(rows) - len(extra),
         len(wrong),

@@ -8,6 +8,7 @@ messages, so a failing run can be replayed byte for byte.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import random
 import threading
@@ -34,24 +35,33 @@ HR_RULE, TEMP_RULE = 0, 1
 # Poison kinds and the dead-letter reason each must get. The crafted ones (F1-F4) are
 # inputs that crashed decoders; until the decoder names them, any reason in the set
 # counts as right: the invariant is that they are dead-lettered, not what they are called.
+# A missing timestamp is no poison any more (issue 8): the reading is stored at the Kafka
+# message time, so the harness produces it with an explicit one.
 POISON: dict[str, frozenset[str]] = {
     "invalid_json": frozenset({"invalid_json"}),
     "wrong_type": frozenset({"schema_violation"}),
     "missing_sn": frozenset({"missing_device_sn"}),
-    "missing_timestamp": frozenset({"invalid_timestamp"}),
+    "missing_timestamp": frozenset(),
     "key_mismatch": frozenset({"key_mismatch"}),
     "non_utf8_value": frozenset({"invalid_json"}),
     "non_utf8_key": frozenset({"key_mismatch"}),
 }
 _DEEP = frozenset({"schema_violation", "invalid_json"})
+_SLOW = frozenset({"invalid_slow_field"})
 CRAFTED: dict[str, frozenset[str]] = {
-    "f1_deep_slow_raw": _DEEP,
-    "f1_deep_slow_string": _DEEP,
+    "f1_deep_slow_raw": _SLOW,
+    "f1_deep_slow_string": _SLOW,
     "f2_deep_scalar": _DEEP | {"invalid_timestamp", "missing_device_sn"},
     "f3_customer_digits": frozenset({"schema_violation"}),
-    "f3_sleep_digits": frozenset({"schema_violation"}),
-    "f4_sleep_huge": frozenset({"schema_violation"}),
+    "f3_sleep_digits": _SLOW,
+    "f4_sleep_huge": _SLOW,
 }
+# Since issue 8 an unusable slow field costs only itself: these kinds keep their reading
+# (without the field) and are dead-lettered once as invalid_slow_field.
+KEEPS_READING = frozenset(
+    {"missing_timestamp", "f1_deep_slow_raw", "f1_deep_slow_string", "f3_sleep_digits",
+     "f4_sleep_huge"}
+)  # fmt: skip
 # F5: valid readings whose SN / upload method hold '%': stored byte-exact, never poison.
 F5_SNS = ("SN%s", "A%sB%s", "AB%(x)s", "P100%", "Q%%d%n", "R%%5")
 F5_METHODS = ("100%", "a%sb%s", "ab%(x)s", "%s", "wifi", "50%%")
@@ -76,6 +86,7 @@ class Planned:
     offset: int = -1
     produced_at: float = 0.0  # monotonic time of the delivery report
     error: str | None = None
+    timestamp_ms: int | None = None  # explicit Kafka timestamp (None: the producer's clock)
 
     def record(self) -> dict[str, Any]:
         """The JSONL line written to produced.jsonl."""
@@ -87,6 +98,7 @@ class Planned:
             "readings": self.readings,
             "dlq": sorted(self.reasons) or None,
             "alerts": self.alerts,
+            "kafka_ts": self.timestamp_ms,
         }
 
 
@@ -265,6 +277,8 @@ class WorkloadBuilder:
         key = device.sn.encode()
         value: bytes | None = None
         deep = ""  # raw JSON spliced in where DEEP_MARK stands
+        sn, ts = reading["deviceSn"], _get(reading, TS_KEYS)
+        timestamp_ms = None
         if kind == "invalid_json":
             value = orjson.dumps({"data": reading})[: -rng.randint(2, 12)]
         elif kind == "wrong_type":
@@ -278,6 +292,10 @@ class WorkloadBuilder:
         elif kind == "missing_timestamp":
             for k in TS_KEYS:
                 reading.pop(k, None)
+            # The Kafka time is the reading's own (DEVICE_TIMEZONE is UTC in the chaos
+            # stack), so the stored row keeps the device's order and can be predicted.
+            naive = dt.datetime.strptime(ts, "%Y-%m-%d %H:%M:%S")
+            timestamp_ms = int(naive.replace(tzinfo=dt.UTC).timestamp() * 1000)
         elif kind == "key_mismatch":
             key = b"NOT-" + key
         elif kind == "non_utf8_value":
@@ -311,9 +329,26 @@ class WorkloadBuilder:
             value = orjson.dumps({"data": reading})
             if deep:
                 value = value.replace(orjson.dumps(DEEP_MARK), deep.encode())
+        kept = kind in KEEPS_READING
         return Planned(
-            key=key, value=value, kind=kind, readings=[], reasons=POISON.get(kind) or CRAFTED[kind]
+            key=key,
+            value=value,
+            kind=kind,
+            readings=[(sn, ts)] if kept else [],
+            reasons=POISON[kind] if kind in POISON else CRAFTED[kind],
+            alerts=self._track_kept(reading) if kept else [],
+            timestamp_ms=timestamp_ms,
         )
+
+    def _track_kept(self, reading: dict[str, Any]) -> list[tuple[str, int, str]]:
+        """A kept poison reading is measured like any other: its in-bounds values end a
+        device's run of violations (it never injects one)."""
+        saved = self.spec.alert_ratio
+        self.spec.alert_ratio = 0.0
+        try:
+            return self._track(reading)
+        finally:
+            self.spec.alert_ratio = saved
 
 
 class Producer:
@@ -374,6 +409,7 @@ class Producer:
                             value=planned.value,
                             headers=[("chaos.kind", planned.kind.encode())],
                             on_delivery=callback,
+                            timestamp=planned.timestamp_ms or 0,  # 0: the producer's clock
                         )
                         break
                     except BufferError:

@@ -408,8 +408,8 @@ def test_ids_are_normalized_to_int(decode: Decoder, sent: Any, expected: int | N
         ("wifi", "wifi"),
         ("bluetooth", "bluetooth"),
         ("common_event", "common_event"),
-        ("4g", "esim"),
-        ("4G", "esim"),
+        ("4g", "4g"),  # as sent: the sink maps it to the ENUM's esim
+        ("4G", "4g"),
         ("esim", "esim"),
         ("WiFi", "wifi"),
         ("LoRaWAN", "lorawan"),
@@ -594,7 +594,6 @@ def test_alias_errors_name_the_field_as_sent(decode: Decoder) -> None:
         ({"customerId": "ACME"}, "customerId: 'ACME' is not a numeric id"),
         ({"userId": 12.5}, "userId: 12.5 is not a whole number"),
         ({"upload_method": 4}, "upload_method: must be a string (got number 4)"),
-        ({"sleepData": "{oops"}, "sleepData: string is not valid JSON"),
         ({"workoutData": 42}, "workoutData: must be a JSON-encoded string, object or array"),
         ({"xlv": 400, "heart_rate": ABSENT}, "xlv (alias of heart_rate): Input should be less"),
     ],
@@ -639,8 +638,10 @@ def test_one_bad_reading_does_not_block_the_flush(decode: Decoder) -> None:
 
 @BOTH
 def test_reading_error_detail_is_bounded(decode: Decoder) -> None:
-    error = only_error(decode, envelope(watch_reading(sleepData="{" * 10_000)))
+    error = only_error(decode, envelope(watch_reading(heart_rate="9" * 10_000)))
     assert len(error.detail) <= 500
+    dropped = decode(encode(envelope(watch_reading(sleepData="{" * 10_000)))).dropped
+    assert len(dropped) == 1 and len(dropped[0].detail) <= 500
 
 
 # --------------------------------------------------------------------------------------
@@ -771,7 +772,7 @@ def outcome(decode: Decoder, value: bytes) -> tuple[str, ...]:
     except MessageError as exc:
         assert exc.reason != "undecodable", exc.detail  # the guard is for unknown bugs
         return ("error", exc.reason, exc.detail)
-    return ("ok", repr(decoded.records), repr(decoded.errors))
+    return ("ok", repr(decoded.records), repr(decoded.errors), repr(decoded.dropped))
 
 
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)

@@ -98,6 +98,22 @@ def named(field: str) -> str:
     return field if field == primary else f"{field} (alias of {primary})"
 
 
+def assert_only_the_bad_field_is_lost(decoded: DecodedMessage, field: str, detail: str) -> None:
+    """The reading with the unusable slow field is stored without it (the legacy kept its
+    vital signs), and the problem is reported so the message is dead-lettered."""
+    assert [r.timestamp.second for r in decoded.records] == [0, 1, 2]
+    assert decoded.errors == []
+    assert len(decoded.dropped) == 1
+    dropped = decoded.dropped[0]
+    assert (dropped.index, dropped.field, dropped.reason) == (1, field, "invalid_slow_field")
+    assert dropped.detail.startswith(detail), dropped.detail
+    kept = decoded.records[1]
+    assert kept.heart_rate == 66
+    slow = (kept.sleep_data, kept.sleep, kept.exercise_daily_data, kept.exercise_week_data,
+            kept.scientific_sleep_data, kept.workout_data)  # fmt: skip
+    assert slow == (None,) * 6
+
+
 def assert_only_the_bad_reading_is_lost(decoded: DecodedMessage, reason: str, detail: str) -> None:
     assert [r.timestamp.second for r in decoded.records] == [0, 2]
     assert len(decoded.errors) == 1
@@ -107,7 +123,8 @@ def assert_only_the_bad_reading_is_lost(decoded: DecodedMessage, reason: str, de
 
 
 # --------------------------------------------------------------------------------------
-# F1: a slow field nested 255-1023 deep made orjson.dumps raise TypeError
+# F1: a slow field nested 255-1023 deep made orjson.dumps raise TypeError. Since issue 8
+# such a field is dropped and its reading kept (invalid_slow_field), as the legacy did.
 # --------------------------------------------------------------------------------------
 
 
@@ -116,8 +133,8 @@ def assert_only_the_bad_reading_is_lost(decoded: DecodedMessage, reason: str, de
 @pytest.mark.parametrize("field", SLOW_FIELDS)
 def test_f1_deeply_nested_slow_field_object(decode: Decoder, field: str, depth: int) -> None:
     bad = with_field(watch_reading(timestamp="2025-05-31 21:18:01"), field, nested(depth))
-    assert_only_the_bad_reading_is_lost(
-        decode(flush_with(bad)), "schema_violation", f"{named(field)}: nested deeper than 64 levels"
+    assert_only_the_bad_field_is_lost(
+        decode(flush_with(bad)), field, f"{named(field)}: nested deeper than 64 levels"
     )
 
 
@@ -130,17 +147,17 @@ def test_f1_deeply_nested_slow_field_string(
 ) -> None:
     text = nested(depth, kind=kind).decode()
     bad = json.dumps(watch_reading(timestamp="2025-05-31 21:18:01", **{field: text})).encode()
-    assert_only_the_bad_reading_is_lost(
-        decode(flush_with(bad)), "schema_violation", f"{named(field)}: nested deeper than 64 levels"
+    assert_only_the_bad_field_is_lost(
+        decode(flush_with(bad)), field, f"{named(field)}: nested deeper than 64 levels"
     )
 
 
 @BOTH
-def test_f1_slow_field_beyond_the_parsers_depth_is_a_reading_error(decode: Decoder) -> None:
+def test_f1_slow_field_beyond_the_parsers_depth_is_dropped(decode: Decoder) -> None:
     text = nested(1025).decode()  # orjson.loads itself refuses this one
     bad = json.dumps(watch_reading(timestamp="2025-05-31 21:18:01", workoutData=text)).encode()
-    assert_only_the_bad_reading_is_lost(
-        decode(flush_with(bad)), "schema_violation", "workoutData: string is not valid JSON"
+    assert_only_the_bad_field_is_lost(
+        decode(flush_with(bad)), "workoutData", "workoutData: string is not valid JSON"
     )
 
 
@@ -257,12 +274,12 @@ def test_f3_huge_sleep_end_timestamp(decode: Decoder, as_text: bool) -> None:
     if as_text:
         sleep = json.dumps(sleep)
     bad = json.dumps(watch_reading(timestamp="2025-05-31 21:18:01", sleepData=sleep)).encode()
-    assert_only_the_bad_reading_is_lost(
+    assert_only_the_bad_field_is_lost(
         decode(flush_with(bad)),
-        "schema_violation",
+        "sleepData",
         "sleepData: data[0].endTimeStamp '1111111111111111111111111111111111111111111111111",
     )
-    assert decode(flush_with(bad)).errors[0].detail.endswith("does not fit in 64 bits")
+    assert decode(flush_with(bad)).dropped[0].detail.endswith("does not fit in 64 bits")
 
 
 @pytest.mark.parametrize(
@@ -290,9 +307,9 @@ F4_SLEEP = '{"data":[{"startTimeStamp":0,"endTimeStamp":"10000000000000000000000
 def test_f4_sleep_end_timestamp_beyond_decimal_precision(decode: Decoder, as_text: bool) -> None:
     sleep: Any = F4_SLEEP if as_text else json.loads(F4_SLEEP)
     bad = json.dumps(watch_reading(timestamp="2025-05-31 21:18:01", sleepData=sleep)).encode()
-    assert_only_the_bad_reading_is_lost(
+    assert_only_the_bad_field_is_lost(
         decode(flush_with(bad)),
-        "schema_violation",
+        "sleepData",
         "sleepData: data[0].endTimeStamp '1000000000000000000000000000000000' does not fit "
         "in 64 bits",
     )
@@ -303,9 +320,9 @@ def test_f4_sleep_totals_far_beyond_the_column_are_a_range_error(decode: Decoder
     interval = {"startTimeStamp": -(2**63), "endTimeStamp": 2**63 - 1}  # the widest there is
     sleep = json.dumps({"data": [interval] * 1000})
     bad = json.dumps(watch_reading(timestamp="2025-05-31 21:18:01", sleepData=sleep)).encode()
-    assert_only_the_bad_reading_is_lost(
+    assert_only_the_bad_field_is_lost(
         decode(flush_with(bad)),
-        "schema_violation",
+        "sleepData",
         "sleepData: intervals add up to 5124095576030431.00 h, more than 9999.99 h",
     )
 

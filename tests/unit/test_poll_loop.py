@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -274,4 +275,18 @@ def test_rules_not_loadable_yet_hold_the_flush_instead_of_losing_alerts(
     h.wait(lambda: h.broker.committed.get(0) == 1)
     assert rules.failures == 0
     assert [a.record.device_sn for a in h.mysql.alerts] == ["SN1"]
+    h.stop()
+
+
+def test_a_reading_without_timestamp_is_stored_at_the_message_time(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness()
+    h.broker.produce(0, b"SN1", orjson.dumps({"data": {"deviceSn": "SN1", "heart_rate": 64}}))
+    h.consumer.rebalance("assign", [0])
+    h.wait(lambda: h.broker.committed.get(0) == 1)
+    # The fake broker stamps 1_700_000_000_000 ms; DEVICE_TIMEZONE defaults to UTC.
+    assert [r.timestamp for r in h.mysql.rows] == [datetime(2023, 11, 14, 22, 13, 20)]
+    assert h.ledger.totals().timestamps_from_kafka == 1
+    assert h.dlq.letters == []
     h.stop()
