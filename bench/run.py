@@ -174,15 +174,17 @@ class Meter:
         self.sampler = Sampler(watched, SAMPLE_S).start()
 
     def measure_idle(self, seconds: float) -> None:
-        """Replica CPU while joined and idle (poll loop, monitor, sidecar): context."""
+        """CPU rates while our replicas are joined but have nothing to do: the replicas' own
+        idle cost (poll loop, monitor, sidecar), and each shared service's baseline (other
+        users' load plus our idle replicas), which `close_window` subtracts for `_net`."""
         assert self.sampler is not None
         t0 = self.sampler.mark()
         time.sleep(seconds)
         t1 = self.sampler.mark()
-        for i in range(len(self.replicas)):
-            cpu = self.sampler.cpu_between(f"replica{i}", t0, t1)
+        for name in [*(f"replica{i}" for i in range(len(self.replicas))), *SERVICES]:
+            cpu = self.sampler.cpu_between(name, t0, t1) if name in self.sampler.series else None
             if cpu is not None:
-                self.idle[f"replica{i}"] = round(100 * cpu / (t1 - t0), 2)
+                self.idle[name] = round(100 * cpu / (t1 - t0), 2)
 
     def open_window(self, engine: Any = None, db_pids: list[int] | None = None) -> float:
         """Snapshot what is read per thread, and start the window now.
@@ -225,6 +227,14 @@ class Meter:
         out["mariadb_us_per_row"] = per("mariadb")
         out["broker_us_per_reading"] = per("broker")
         out["redis_us_per_reading"] = per("redis")
+        for name, key in (
+            ("mariadb", "mariadb_us_per_row"),
+            ("broker", "broker_us_per_reading"),
+            ("redis", "redis_us_per_reading"),
+        ):
+            if name in self.idle and out[key] is not None and readings:
+                baseline = self.idle[name] / 100 * (t1 - t0) * 1e6 / readings
+                out[key + "_net"] = round(out[key] - baseline, 2)
         mariadb = self.services.get("mariadb")
         if mariadb and readings:
             pids = db_pids if db_pids is not None else [r.proc.pid for r in self.replicas]  # type: ignore[union-attr]
@@ -238,7 +248,8 @@ class Meter:
         if self.replicas:
             out["replicas"] = [self._replica(i, r, readings) for i, r in enumerate(self.replicas)]
             out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in out["replicas"])
-            out["replica_idle_cpu_percent"] = self.idle
+        if self.idle:
+            out["idle_cpu_percent"] = self.idle
         busy = self.sampler.cpu_between("machine", t0, t1)
         out["machine"] = {
             "cpus": os.cpu_count(),
