@@ -35,6 +35,7 @@ the others keep their last results in summary.json), BENCH_DRAIN_MESSAGES,
 BENCH_LATENCY_S, BENCH_LATENCY_RATE, BENCH_DEMO_S, BENCH_DEMO_RATE, BENCH_DEVICES,
 BENCH_ARRAY_RATIO, BENCH_ARRAY_SIZE, BENCH_BULK_BATCH, BENCH_BULK_THREADS,
 BENCH_SAMPLE_S, BENCH_LEGACY_SCHEMA (DDL of a legacy database, for bulk_insert_legacy),
+BENCH_REPLICA_ENV (K=V,... passed to every replica: measure a setting),
 BENCH_GW_* (bench_gateway.py). Results: bench/results/<scenario>.json + summary.json.
 """
 
@@ -119,7 +120,14 @@ BULK_BATCH = int(knob("BENCH_BULK_BATCH", 1000))
 BULK_THREADS = int(knob("BENCH_BULK_THREADS", 1))
 SAMPLE_S = knob("BENCH_SAMPLE_S", 0.05)
 IDLE_S = knob("BENCH_IDLE_S", 2.0, 1.0)
-REPLICA_ENV = {"LOG_LEVEL": "WARNING"}
+# BENCH_REPLICA_ENV="BATCH_EAGER=false,KAFKA_CLIENT_QUEUED_MAX_MESSAGES_KBYTES=16384": extra
+# settings for every replica, to measure a configuration without editing anything.
+REPLICA_ENV = {
+    "LOG_LEVEL": "WARNING",
+    **dict(
+        kv.split("=", 1) for kv in os.environ.get("BENCH_REPLICA_ENV", "").split(",") if "=" in kv
+    ),
+}
 DB_PORT = make_url(DB_ROOT_URL).port or 3306
 KAFKA_PORT = int(KAFKA.split(",")[0].rsplit(":", 1)[1])
 REDIS_PORT = urlparse(REDIS_URL).port or 6379
@@ -359,6 +367,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 def workload_info() -> dict[str, Any]:
     return {
+        "replica_env": {k: v for k, v in REPLICA_ENV.items() if k != "LOG_LEVEL"},
         "shape": 'legacy watch uploads {"data": [...]}, no ids',
         "devices": DEVICES,
         "array_ratio": ARRAY_RATIO,
@@ -663,8 +672,9 @@ def demo(seed: int) -> dict[str, Any]:
     load = list(demo_uploads(int(DEMO_RATE * DEMO_S * 1.05) + 100, seed=seed))
     result = steady(2, load, DEMO_RATE, _message, DEMO_S, setup_sql=rules)
     result["workload"] = {
+        "replica_env": {k: v for k, v in REPLICA_ENV.items() if k != "LOG_LEVEL"},
         "shape": "consumer.tools.simulate mix as make demo (500 devices, "
-        "1% invalid, demo alert rules)"
+        "1% invalid, demo alert rules)",
     }
     return result
 

@@ -24,6 +24,9 @@ Alternatives, to size an optimization before anyone writes it (`alt_*`):
   done in C; converting to HealthRecord excluded
 - alt_bind_builder: the same bind with schemas.decode's positional record builder instead
   of dataclasses.replace
+- alt_render_sql, alt_daily_weekly, alt_redis_args: bench/prototypes.py's versions of
+  render_health_values, daily/weekly rows, and the Redis script arguments (`redis_args` is
+  the current code's share of redis_prepare), each checked to give identical output first
 - alt_render_tsv: the rows as tab-separated text for LOAD DATA LOCAL INFILE
 
     .venv/bin/python bench/stages.py [--messages 100000] [--rounds 3] [--batch 1000]
@@ -46,8 +49,9 @@ from typing import Annotated, Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import prototypes  # noqa: E402
 from bench.workload import watch_uploads  # noqa: E402
-from consumer.pipeline.binding import UNBOUND, Binding, bind, needs_binding  # noqa: E402
+from consumer.pipeline.binding import UNBOUND, bind, needs_binding  # noqa: E402
 from consumer.pipeline.intake import read_message  # noqa: E402
 from consumer.pipeline.ledger import FlushReport, Ledger  # noqa: E402
 from consumer.sinks.mysql import HEALTH_SQL_HEAD, HEALTH_SQL_TAIL  # noqa: E402
@@ -57,8 +61,8 @@ from consumer.sinks.mysql_rows import (  # noqa: E402
     render_health_values,
     weekly_rows,
 )
-from consumer.sinks.redis import RedisSink  # noqa: E402
-from schemas.decode import _build_record, decode_message  # noqa: E402
+from consumer.sinks.redis import RedisSink, newest_per_device  # noqa: E402
+from schemas.decode import decode_message  # noqa: E402
 from schemas.reading import DEVICE_SN_PATTERN  # noqa: E402
 from schemas.record import HealthRecord  # noqa: E402
 
@@ -223,26 +227,30 @@ def main() -> int:
     if decoder is not None:
         per_reading("alt_decode_msgspec", lambda: [decoder(v) for v in values])
 
-    def bind_builder_all() -> None:
+    prototypes.check(batches, bound, UNBOUND)
+    latest = [newest_per_device(b) for b in bound]
+
+    def bind_fast_all() -> None:
         for batch in batches:
             need = {r.device_sn for r in batch if needs_binding(r)}
-            b: dict[str, Binding] = dict.fromkeys(need, UNBOUND)
-            for r in batch:
-                if r.device_sn in b:
-                    x = b[r.device_sn]
-                    _build_record(
-                        r.device_sn, r.timestamp,
-                        x.customer_id if r.customer_id is None else r.customer_id,
-                        x.org_id if r.org_id is None else r.org_id,
-                        x.user_id if r.user_id is None else r.user_id,
-                        r.heart_rate, r.blood_oxygen, r.temperature, r.pressure_high,
-                        r.pressure_low, r.stress, r.step, r.distance, r.calorie, r.latitude,
-                        r.longitude, r.altitude, r.sleep, r.upload_method, r.sleep_data,
-                        r.exercise_daily_data, r.exercise_week_data, r.scientific_sleep_data,
-                        r.workout_data,
-                    )  # fmt: skip
+            bindings = dict.fromkeys(need, UNBOUND)
+            [
+                prototypes.bind_fast(r, bindings[r.device_sn]) if r.device_sn in bindings else r
+                for r in batch
+            ]
 
-    per_reading("alt_bind_builder", bind_builder_all)
+    per_reading("alt_bind_builder", bind_fast_all)
+
+    def render_fast_all() -> None:
+        for batch in bound:
+            HEALTH_SQL_HEAD + prototypes.render_values(batch) + HEALTH_SQL_TAIL
+
+    per_reading("alt_render_sql", render_fast_all)
+    per_reading("alt_daily_weekly", lambda: [prototypes.slow_rows(b) for b in bound])
+    per_reading(
+        "redis_args", lambda: [[prototypes.redis_args_current(r) for r in b] for b in latest]
+    )
+    per_reading("alt_redis_args", lambda: [[prototypes.redis_args(r) for r in b] for b in latest])
 
     def tsv_all() -> None:
         getters = HEALTH_COLUMNS
