@@ -109,15 +109,16 @@ def render(summary: Mapping[str, Mapping[str, Any]]) -> str:
     """The scenario table, then one line per target with met/missed."""
     rows = []
     for name, result in summary.items():
-        if result.get("skipped"):
+        if result.get("skipped") or result.get("error"):
             rows.append([name, *(["-"] * (len(COLUMNS) - 2)), _cell(result.get("loadavg_1m"))])
             continue
         rows.append([_cell(name if key == "scenario" else result.get(key)) for _, key in COLUMNS])
     text = [table(rows, [h for h, _ in COLUMNS]), ""]
     trows = []
     for name, result in summary.items():
-        if result.get("skipped"):
-            trows.append([name, "-", "-", "-", f"skipped: {result['skipped']}"])
+        if result.get("skipped") or result.get("error"):
+            why = f"skipped: {result['skipped']}" if result.get("skipped") else "FAILED"
+            trows.append([name, "-", "-", "-", why])
             continue
         for t in result.get("targets", []):
             verdict = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]

@@ -35,12 +35,14 @@ the others keep their last results in summary.json), BENCH_DRAIN_MESSAGES,
 BENCH_LATENCY_S, BENCH_LATENCY_RATE, BENCH_DEMO_S, BENCH_DEMO_RATE, BENCH_DEVICES,
 BENCH_ARRAY_RATIO, BENCH_ARRAY_SIZE, BENCH_BULK_BATCH, BENCH_BULK_THREADS,
 BENCH_SAMPLE_S, BENCH_LEGACY_SCHEMA (DDL of a legacy database, for bulk_insert_legacy),
-BENCH_REPLICA_ENV (K=V,... passed to every replica: measure a setting),
+BENCH_REPLICA_ENV (K=V,... passed to every replica: measure a setting), BENCH_RESULTS
+(another results folder, so an experiment does not overwrite the baseline),
 BENCH_GW_* (bench_gateway.py). Results: bench/results/<scenario>.json + summary.json.
 """
 
 from __future__ import annotations
 
+import bisect
 import importlib
 import json
 import os
@@ -48,6 +50,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -107,7 +110,7 @@ from tests.integration.stack import (  # noqa: E402
     wait_for,
 )
 
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("BENCH_RESULTS", ROOT / "bench" / "results"))
 DRAIN_MESSAGES = int(knob("BENCH_DRAIN_MESSAGES", 300_000, 30_000))
 LATENCY_S = knob("BENCH_LATENCY_S", 60, 10)
 LATENCY_RATE = knob("BENCH_LATENCY_RATE", 5000)  # readings/s
@@ -170,6 +173,7 @@ class Meter:
     loadavg_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
     idle: dict[str, float] = field(default_factory=dict)
     own_tids: set[int] = field(default_factory=set)
+    window_start: float = 0.0
 
     def start_sampling(self, extra: list[Watched] | None = None) -> None:
         watched = [Watched(n, p) for n, p in self.services.items() if p is not None]
@@ -207,7 +211,8 @@ class Meter:
         self.replica_threads_start = [thread_cpu_seconds(r.proc.pid) for r in self.replicas]  # type: ignore[union-attr]
         self.metrics_start = [r.samples() for r in self.replicas]
         self.loadavg_start = os.getloadavg()
-        return self.sampler.mark()
+        self.window_start = self.sampler.mark()
+        return self.window_start
 
     def close_window(
         self, engine: Any, t0: float, t1: float, readings: int, db_pids: list[int] | None = None
@@ -293,8 +298,14 @@ class Meter:
             "cpu_s_other_threads": round(py, 3),
             "us_per_own_reading": round((rdk + py) * 1e6 / written, 2) if written else None,
             "peak_rss_mb": round(max(hwm, series.hwm_mb), 1),
+            "rss_at_window_start_mb": self._rss_at(series, self.window_start),
             "rss_at_end_mb": round(series.rss_mb[-1], 1) if series.rss_mb else None,
         }
+
+    @staticmethod
+    def _rss_at(series: Any, t: float) -> float | None:
+        i = bisect.bisect_left(series.times, t)
+        return round(series.rss_mb[min(i, len(series.rss_mb) - 1)], 1) if series.rss_mb else None
 
     def stop(self) -> None:
         if self.sampler is not None:
@@ -697,7 +708,20 @@ def gateway(run: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
 # --- main --------------------------------------------------------------------------------
 
 
+def report_only() -> int:
+    """`bench/run.py --report`: the tables of the per-scenario files in BENCH_RESULTS."""
+    summary: dict[str, Any] = {}
+    for path in sorted(RESULTS.glob("*.json"), key=lambda p: p.stat().st_mtime):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "scenario" in data:
+            summary[data["scenario"]] = {k: data.get(k) for k in (*SUMMARY_KEYS, "targets")}
+    print(render(summary))
+    return 0
+
+
 def main() -> int:
+    if "--report" in sys.argv[1:]:
+        return report_only()
     RESULTS.mkdir(parents=True, exist_ok=True)
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     results: dict[str, dict[str, Any]] = {}
@@ -733,11 +757,24 @@ def main() -> int:
         if only and name not in only:
             continue
         print(f"bench {name} ...", flush=True)
-        results[name] = run()
+        try:
+            results[name] = run()
+        except Exception as exc:  # one broken scenario must not lose the others' results
+            traceback.print_exc()
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         for done in [d for d in results if d not in recorded]:  # the floor comes with drain_1
             record(done, results[done], summary)
             recorded.add(done)
             print(render({done: summary[done]}), flush=True)
+        write_summary(summary_path, summary, started)
+    meta = write_summary(summary_path, summary, started)
+    print()
+    print(render(summary))
+    print(f"\nresults: {RESULTS}/<scenario>.json, summary.json ({meta['seconds']} s)")
+    return 0
+
+
+def write_summary(path: Path, summary: dict[str, Any], started: float) -> dict[str, Any]:
     meta = {
         "command": " ".join(f"{k}={v}" for k, v in os.environ.items() if k.startswith("BENCH_"))
         + " make bench",
@@ -750,11 +787,8 @@ def main() -> int:
         },
         "services": {n: {"port": SERVICES[n], "pid": p} for n, p in find_services().items()},
     }
-    summary_path.write_text(json.dumps({"meta": meta, "scenarios": summary}, indent=2) + "\n")
-    print()
-    print(render(summary))
-    print(f"\nresults: {RESULTS}/<scenario>.json, summary.json ({meta['seconds']} s)")
-    return 0
+    path.write_text(json.dumps({"meta": meta, "scenarios": summary}, indent=2) + "\n")
+    return meta
 
 
 SUMMARY_KEYS = (
