@@ -112,7 +112,10 @@ def render(summary: Mapping[str, Mapping[str, Any]]) -> str:
         if result.get("skipped") or result.get("error"):
             rows.append([name, *(["-"] * (len(COLUMNS) - 2)), _cell(result.get("loadavg_1m"))])
             continue
-        rows.append([_cell(name if key == "scenario" else result.get(key)) for _, key in COLUMNS])
+        row = {**result, "scenario": name}
+        if row.get("readings_per_s") is None and row.get("uploads_per_s") is not None:
+            row["readings_per_s"] = row["uploads_per_s"]  # the gateway: uploads of 1 reading
+        rows.append([_cell(row.get(key)) for _, key in COLUMNS])
     text = [table(rows, [h for h, _ in COLUMNS]), ""]
     trows = []
     for name, result in summary.items():

@@ -709,12 +709,18 @@ def gateway(run: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
 
 
 def report_only() -> int:
-    """`bench/run.py --report`: the tables of the per-scenario files in BENCH_RESULTS."""
+    """`bench/run.py --report`: summary.json and the tables again, from the per-scenario
+    files in BENCH_RESULTS (after an interrupted run, or runs of single scenarios)."""
     summary: dict[str, Any] = {}
-    for path in sorted(RESULTS.glob("*.json"), key=lambda p: p.stat().st_mtime):
-        data = json.loads(path.read_text())
-        if isinstance(data, dict) and "scenario" in data:
-            summary[data["scenario"]] = {k: data.get(k) for k in (*SUMMARY_KEYS, "targets")}
+    for name in SCENARIO_ORDER:
+        path = RESULTS / f"{name}.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            summary[name] = {k: data.get(k) for k in SUMMARY_KEYS if k in data}
+            summary[name].update(
+                targets=data.get("targets", []), quick=data.get("quick"), at=data.get("at")
+            )
+    write_summary(RESULTS / "summary.json", summary, time.monotonic())
     print(render(summary))
     return 0
 
@@ -791,6 +797,18 @@ def write_summary(path: Path, summary: dict[str, Any], started: float) -> dict[s
     return meta
 
 
+SCENARIO_ORDER = (
+    "drain_1_replica",
+    "floor_consume_decode",
+    "drain_2_replicas",
+    "bulk_insert_fresh",
+    "bulk_insert_legacy",
+    "latency_5k_1_replica",
+    "latency_5k_2_replicas",
+    "demo_2k_2_replicas",
+    "gateway_saturation",
+    "gateway_2k",
+)
 SUMMARY_KEYS = (
     "readings_per_s",
     "consumer_us_per_reading",

@@ -19,9 +19,10 @@ Steps (batches of --batch records, as a worker flushes them):
 - redis_update: RedisSink.update against the real Redis (client side, incl. the socket)
 - ledger: consumer.pipeline.ledger.Ledger.flushed per batch
 Alternatives, to size an optimization before anyone writes it (`alt_*`):
-- alt_decode_msgspec: msgspec (if installed) decoding the same bytes into typed, range-
-  checked Structs (Decimal fields, timestamp text): the validation work of the fast path
-  done in C; converting to HealthRecord excluded
+- alt_decode_msgspec_structs: msgspec (if installed) decoding the same bytes into typed,
+  range-checked Structs (Decimal fields, regex-checked SN and timestamp), no HealthRecord
+- alt_decode_msgspec_records: bench/prototypes.py's msgspec path for the watch shape, giving
+  decode_message's exact HealthRecords (checked on every message first)
 - alt_bind_builder: the same bind with schemas.decode's positional record builder instead
   of dataclasses.replace
 - alt_render_sql, alt_daily_weekly, alt_redis_args: bench/prototypes.py's versions of
@@ -225,7 +226,11 @@ def main() -> int:
     # --- alternatives -----------------------------------------------------------------
     decoder = msgspec_decoder()
     if decoder is not None:
-        per_reading("alt_decode_msgspec", lambda: [decoder(v) for v in values])
+        per_reading("alt_decode_msgspec_structs", lambda: [decoder(v) for v in values])
+    watch = prototypes.msgspec_watch_decoder()
+    if watch is not None:
+        prototypes.check_decoder(watch, values)
+        per_reading("alt_decode_msgspec_records", lambda: [watch(v) for v in values])
 
     prototypes.check(batches, bound, UNBOUND)
     latest = [newest_per_device(b) for b in bound]
