@@ -70,7 +70,11 @@ def descendants(pid: int) -> list[int]:
 def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
     """tid -> (thread name, utime+stime seconds) of every live thread of `pid`."""
     out: dict[int, tuple[str, float]] = {}
-    for task in (PROC / str(pid) / "task").iterdir():
+    try:
+        tasks = list((PROC / str(pid) / "task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return out  # the process is gone (a shared service restarted by someone else)
+    for task in tasks:
         try:
             raw = (task / "stat").read_text()
         except (FileNotFoundError, ProcessLookupError):
