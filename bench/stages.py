@@ -7,8 +7,10 @@ all of them before the next, timed with this process's CPU clock (best of --roun
 least disturbed on a shared machine). The sum of the steps against a replica's measured
 µs/reading is what threads, the GIL, librdkafka and the I/O cost on top.
 
-Steps (batches of --batch records, as a worker flushes them):
-- decode: schemas.decode.decode_message on each message value
+Steps (batches of --batch records of one partition, as a worker flushes them):
+- decode: schemas.decode.decode_message on each message value; decode_part_orjson_loads
+  and decode_part_decimals: its JSON parse alone, and its Decimal conversions alone (the
+  decoder's caches and converters on the six decimal texts of each reading)
 - intake_extra: consumer.pipeline.intake.read_message minus decode (key check, PendingMessage)
 - bind: consumer.pipeline.flush.Flusher._bind's work for readings without ids: the SNs that
   need a binding, then binding.bind (dataclasses.replace) on each reading
@@ -21,6 +23,8 @@ Steps (batches of --batch records, as a worker flushes them):
 Alternatives, to size an optimization before anyone writes it (`alt_*`):
 - alt_decode_msgspec_structs: msgspec (if installed) decoding the same bytes into typed,
   range-checked Structs (Decimal fields, regex-checked SN and timestamp), no HealthRecord
+- alt_decode_msgspec_text: the same with the decimals kept as text and no regexes: the
+  typed parse alone, to compare with decode_part_orjson_loads
 - alt_decode_msgspec_records: bench/prototypes.py's msgspec path for the watch shape, giving
   decode_message's exact HealthRecords (checked on every message first)
 - alt_bind_builder: the same bind with schemas.decode's positional record builder instead
@@ -47,6 +51,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -63,22 +69,33 @@ from consumer.sinks.mysql_rows import (  # noqa: E402
     weekly_rows,
 )
 from consumer.sinks.redis import RedisSink, newest_per_device  # noqa: E402
+from schemas import decode as d  # noqa: E402
 from schemas.decode import decode_message  # noqa: E402
+from schemas.publish import murmur2_partition  # noqa: E402
 from schemas.reading import DEVICE_SN_PATTERN  # noqa: E402
 from schemas.record import HealthRecord  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+DECIMAL_FIELDS = ("body_temperature", "distance", "calorie", "latitude", "longitude", "altitude")
+DECIMAL_NAMES = ("temperature", "distance", "calorie", "latitude", "longitude", "altitude")
 FIELD_NAMES = tuple(f.name for f in fields(HealthRecord))
 
 
-def best_of(rounds: int, step: Callable[[], object]) -> float:
-    """Least CPU seconds of `rounds` runs of `step` (after one untimed warm-up run)."""
-    step()
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.process_time()
+def best_of(rounds: int, steps: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Least CPU seconds of each step over `rounds` rounds (after one untimed warm-up).
+
+    Rounds are interleaved (every step once per round) so a burst of load from other
+    users of the machine spoils one round of every step rather than every round of one.
+    """
+    for step in steps.values():
         step()
-        best = min(best, time.process_time() - t0)
+    best = dict.fromkeys(steps, float("inf"))
+    for i in range(rounds):
+        for name, step in steps.items():
+            t0 = time.process_time()
+            step()
+            best[name] = min(best[name], time.process_time() - t0)
+        print(f"  round {i + 1}/{rounds} done", file=sys.stderr, flush=True)
     return best
 
 
@@ -102,7 +119,9 @@ def _fake_cas(keys: list[str], args: list[Any], client: _FakePipe) -> None:
     client.calls += 1
 
 
-def msgspec_decoder() -> Callable[[bytes], object] | None:
+def msgspec_decoder(
+    decimal: Any = Decimal, patterns: bool = True
+) -> Callable[[bytes], object] | None:
     """A msgspec decoder of the watch shape (typed, range-checked), or None without msgspec.
 
     The Structs are built here with explicit types (this module's annotations are strings,
@@ -119,10 +138,15 @@ def msgspec_decoder() -> Callable[[bytes], object] | None:
     reading = msgspec.defstruct(
         "Reading",
         [
-            ("deviceSn", Annotated[str, Meta(max_length=64, pattern=DEVICE_SN_PATTERN)]),
+            (
+                "deviceSn",
+                Annotated[str, Meta(max_length=64, pattern=DEVICE_SN_PATTERN)] if patterns else str,
+            ),
             (
                 "timestamp",
-                Annotated[str, Meta(pattern=r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")],
+                Annotated[str, Meta(pattern=r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")]
+                if patterns
+                else str,
             ),
             ("heart_rate", opt(int, ge=0, le=300), None),
             ("blood_oxygen", opt(int, ge=0, le=100), None),
@@ -130,12 +154,12 @@ def msgspec_decoder() -> Callable[[bytes], object] | None:
             ("blood_pressure_diastolic", opt(int, ge=0, le=400), None),
             ("stress", opt(int, ge=0, le=2**31 - 1), None),
             ("step", opt(int, ge=0, le=2**31 - 1), None),
-            ("body_temperature", opt(Decimal), None),
-            ("distance", opt(Decimal), None),
-            ("calorie", opt(Decimal), None),
-            ("latitude", opt(Decimal), None),
-            ("longitude", opt(Decimal), None),
-            ("altitude", opt(Decimal), None),
+            ("body_temperature", opt(decimal), None),
+            ("distance", opt(decimal), None),
+            ("calorie", opt(decimal), None),
+            ("latitude", opt(decimal), None),
+            ("longitude", opt(decimal), None),
+            ("altitude", opt(decimal), None),
             ("upload_method", opt(str), None),
         ],
         gc=False,
@@ -161,13 +185,24 @@ def main() -> int:
     keys = [u.key for u in uploads]
     records = [r for v in values for r in decode_message(v).records]
     n = len(records)
-    batches = [records[i : i + args.batch] for i in range(0, n, args.batch)]
+    # As a replica's workers see them: per partition (the gateways' murmur2 on the SN, 12
+    # partitions), in order, cut every --batch records. Per-device work (the Redis latest
+    # state) depends on it: a partition holds a twelfth of the devices.
+    by_partition: dict[int, list[HealthRecord]] = {}
+    for r in records:
+        by_partition.setdefault(murmur2_partition(r.device_sn.encode(), 12), []).append(r)
+    batches = [
+        part[i : i + args.batch]
+        for part in by_partition.values()
+        for i in range(0, len(part), args.batch)
+    ]
     bound = [[bind(r, UNBOUND) for r in b] for b in batches]
     us: dict[str, float] = {}
 
+    steps_to_time: dict[str, Callable[[], object]] = {}
+
     def per_reading(name: str, step: Callable[[], object]) -> None:
-        us[name] = round(best_of(args.rounds, step) * 1e6 / n, 3)
-        print(f"  {name:22s} {us[name]:7.3f} µs/reading", file=sys.stderr, flush=True)
+        steps_to_time[name] = step
 
     def decode_all() -> None:
         for v in values:
@@ -213,8 +248,20 @@ def main() -> int:
             ledger.flushed(report, [1_700_000_000_000] * len(batch))
 
     per_reading("decode", decode_all)
+    # What decode is made of: the JSON parse alone, and the Decimal conversions alone (the
+    # decoder's own caches and converters on each reading's six decimal texts).
+    per_reading("decode_part_orjson_loads", lambda: [orjson.loads(v) for v in values])
+    texts = [[r.get(f) for f in DECIMAL_FIELDS] for v in values for r in orjson.loads(v)["data"]]
+    converters = [(getattr(d, f"_{name}_hit"), getattr(d, f"_{name}")) for name in DECIMAL_NAMES]
+
+    def decimals_all() -> None:
+        for row in texts:
+            for raw, (hit, convert) in zip(row, converters, strict=True):
+                if raw is not None and hit(raw) is None:
+                    convert(raw)
+
+    per_reading("decode_part_decimals", decimals_all)
     per_reading("intake", intake_all)
-    us["intake_extra"] = round(us["intake"] - us["decode"], 3)
     per_reading("bind", bind_all)
     per_reading("render_sql", render_all)
     per_reading("daily_weekly", slow_rows_all)
@@ -227,6 +274,9 @@ def main() -> int:
     decoder = msgspec_decoder()
     if decoder is not None:
         per_reading("alt_decode_msgspec_structs", lambda: [decoder(v) for v in values])
+    text_decoder = msgspec_decoder(decimal=str, patterns=False)
+    if text_decoder is not None:
+        per_reading("alt_decode_msgspec_text", lambda: [text_decoder(v) for v in values])
     watch = prototypes.msgspec_watch_decoder()
     if watch is not None:
         prototypes.check_decoder(watch, values)
@@ -267,6 +317,9 @@ def main() -> int:
 
     per_reading("alt_render_tsv", tsv_all)
 
+    for name, seconds in best_of(args.rounds, steps_to_time).items():
+        us[name] = round(seconds * 1e6 / n, 3)
+    us["intake_extra"] = round(us["intake"] - us["decode"], 3)
     redis = "redis_update" if "redis_update" in us else "redis_prepare"
     steps = ("decode", "intake_extra", "bind", "render_sql", "daily_weekly", redis, "ledger")
     result = {
