@@ -1,0 +1,387 @@
+"""Faster versions of hot consumer functions, written only to size the savings (bench/stages.py).
+
+Nothing here is used by the consumer: the owners of consumer/ decide whether and how to
+adopt an idea. Each prototype must give exactly what the real function gives for the
+benchmark's records; `check()` asserts that before any timing, so a saving is never
+measured on different output.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any
+
+import orjson
+from pymysql.converters import escape_string
+
+from consumer.pipeline.binding import Binding
+from consumer.sinks.mysql_rows import (
+    LEGACY_UPLOAD_METHODS,
+    SlowRow,
+    daily_rows,
+    render_health_values,
+    weekly_rows,
+)
+from consumer.sinks.redis_hash import legacy_hash
+from schemas.decode import _build_record
+from schemas.record import HealthRecord
+
+_TENTH = Decimal("0.1")
+_ONE_DECIMAL: dict[Decimal, str] = {}
+_PLAIN: dict[Decimal, str] = {}
+_SN_SQL: dict[str, str] = {}
+_METHOD: dict[str | None, str] = {None: "wifi", "": "wifi", "4g": "esim"}
+_METHOD.update({m: m for m in LEGACY_UPLOAD_METHODS})
+
+
+def _one_decimal(value: Decimal | None) -> str:
+    """consumer.sinks.redis_hash._one_decimal, memoized (a few hundred distinct values)."""
+    if value is None:
+        return ""
+    text = _ONE_DECIMAL.get(value)
+    if text is None:
+        text = str(value.quantize(_TENTH, rounding=ROUND_HALF_UP))
+        if len(_ONE_DECIMAL) < 100_000:
+            _ONE_DECIMAL[value] = text
+    return text
+
+
+def _plain(value: Decimal | None) -> str:
+    if value is None:
+        return ""
+    text = _PLAIN.get(value)
+    if text is None:
+        text = format(value, "f")
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        text = "0" if text == "-0" else text
+        if len(_PLAIN) < 100_000:
+            _PLAIN[value] = text
+    return text
+
+
+def _s(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def redis_args(r: HealthRecord) -> tuple[str, bytes]:
+    """What RedisSink._apply sends per device (timestamp, JSON [sn, field, value, ...]),
+    built in one list instead of a dict of 24 formatter calls."""
+    ts = r.timestamp.strftime("%Y-%m-%d %H:%M:%S")
+    method = _METHOD.get(r.upload_method)
+    if method is None:
+        method = "common_event"
+    flat = [
+        r.device_sn,
+        "uploadMethod",
+        method,
+        "heartRate",
+        _s(r.heart_rate),
+        "pressureHigh",
+        _s(r.pressure_high),
+        "pressureLow",
+        _s(r.pressure_low),
+        "bloodOxygen",
+        _s(r.blood_oxygen),
+        "temperature",
+        _one_decimal(r.temperature),
+        "stress",
+        _s(r.stress),
+        "step",
+        _s(r.step),
+        "timestamp",
+        ts,
+        "deviceSn",
+        r.device_sn,
+        "distance",
+        _one_decimal(r.distance),
+        "calorie",
+        _one_decimal(r.calorie),
+        "latitude",
+        _plain(r.latitude),
+        "longitude",
+        _plain(r.longitude),
+        "altitude",
+        _plain(r.altitude),
+        "customerId",
+        _s(r.customer_id),
+        "customer_id",
+        _s(r.customer_id),
+        "orgId",
+        _s(r.org_id),
+        "userId",
+        _s(r.user_id),
+        "sleepData",
+        _s(r.sleep_data),
+        "exerciseDailyData",
+        _s(r.exercise_daily_data),
+        "exerciseDailyWeekData",
+        _s(r.exercise_week_data),
+        "scientificSleepData",
+        _s(r.scientific_sleep_data),
+        "workoutData",
+        _s(r.workout_data),
+    ]
+    return ts, orjson.dumps(flat)
+
+
+def redis_args_current(r: HealthRecord) -> tuple[str, bytes]:
+    """The same thing the way consumer/sinks/redis.py RedisSink._apply builds it today."""
+    fields = legacy_hash(r)
+    flat: list[str] = [r.device_sn]
+    for name, value in fields.items():
+        flat.append(name)
+        flat.append(value)
+    return fields["timestamp"], orjson.dumps(flat)
+
+
+def _sql_sn(sn: str) -> str:
+    text = _SN_SQL.get(sn)
+    if text is None:
+        text = "'" + escape_string(sn) + "'"
+        if len(_SN_SQL) < 200_000:
+            _SN_SQL[sn] = text
+    return text
+
+
+def render_values(records: list[HealthRecord]) -> str:
+    """render_health_values without a function call per field: None checks inline, the
+    quoted SN memoized, the timestamp through isoformat."""
+    rows: list[str] = []
+    append = rows.append
+    for r in records:
+        up = r.upload_method
+        append(
+            f"({_sql_sn(r.device_sn)},"
+            f"{'NULL' if r.user_id is None else r.user_id},"
+            f"{'NULL' if r.org_id is None else r.org_id},"
+            f"{'NULL' if r.customer_id is None else r.customer_id},"
+            f"{'NULL' if r.heart_rate is None else r.heart_rate},"
+            f"{'NULL' if r.pressure_high is None else r.pressure_high},"
+            f"{'NULL' if r.pressure_low is None else r.pressure_low},"
+            f"{'NULL' if r.blood_oxygen is None else r.blood_oxygen},"
+            f"{'NULL' if r.stress is None else r.stress},"
+            f"{'NULL' if r.step is None else r.step},"
+            f"{'NULL' if r.temperature is None else r.temperature},"
+            f"{'NULL' if r.latitude is None else r.latitude},"
+            f"{'NULL' if r.longitude is None else r.longitude},"
+            f"{'NULL' if r.altitude is None else r.altitude},"
+            f"{'NULL' if r.distance is None else r.distance},"
+            f"{'NULL' if r.calorie is None else r.calorie},"
+            f"{'NULL' if r.sleep is None else r.sleep},"
+            f"'{r.timestamp.isoformat(' ')}',"
+            f"{'NULL' if up is None else _sql_sn(up)})"
+        )
+    return ",".join(rows)
+
+
+def _has_slow(r: HealthRecord) -> bool:
+    return (
+        r.sleep_data is not None
+        or r.exercise_daily_data is not None
+        or r.workout_data is not None
+        or r.scientific_sleep_data is not None
+        or r.exercise_week_data is not None
+    )
+
+
+def slow_rows(records: list[HealthRecord]) -> tuple[list[SlowRow], list[SlowRow]]:
+    """daily_rows + weekly_rows, skipping the readings without slow fields before the
+    sort and the per-reading dicts (most readings carry none)."""
+    slow = [r for r in records if _has_slow(r)]
+    if not slow:
+        return [], []
+    return daily_rows(slow), weekly_rows(slow)
+
+
+def bind_fast(r: HealthRecord, b: Binding) -> HealthRecord:
+    """binding.bind with schemas.decode's positional builder instead of dataclasses.replace."""
+    if r.customer_id is not None and r.org_id is not None and r.user_id is not None:
+        return r
+    return _build_record(
+        r.device_sn,
+        r.timestamp,
+        b.customer_id if r.customer_id is None else r.customer_id,
+        b.org_id if r.org_id is None else r.org_id,
+        b.user_id if r.user_id is None else r.user_id,
+        r.heart_rate,
+        r.blood_oxygen,
+        r.temperature,
+        r.pressure_high,
+        r.pressure_low,
+        r.stress,
+        r.step,
+        r.distance,
+        r.calorie,
+        r.latitude,
+        r.longitude,
+        r.altitude,
+        r.sleep,
+        r.upload_method,
+        r.sleep_data,
+        r.exercise_daily_data,
+        r.exercise_week_data,
+        r.scientific_sleep_data,
+        r.workout_data,
+    )
+
+
+def check(batches: list[list[HealthRecord]], bound: list[list[HealthRecord]], b: Any) -> None:
+    """Every prototype gives what the real function gives, on the benchmark's records."""
+    from consumer.pipeline.binding import bind
+
+    for batch, done in zip(batches, bound, strict=True):
+        assert [bind_fast(r, b) for r in batch] == [bind(r, b) for r in batch]
+        assert render_values(done) == render_health_values(done)
+        assert slow_rows(done) == (daily_rows(done), weekly_rows(done))
+        for r in done:
+            assert redis_args(r) == redis_args_current(r), r
+    assert dt.datetime(2025, 1, 1, 2, 3, 4).isoformat(" ") == "2025-01-01 02:03:04"
+
+
+# --- decoding with msgspec ---------------------------------------------------------------
+
+
+def msgspec_watch_decoder() -> Any:
+    """decode_message for the common watch shape through msgspec, or None without msgspec.
+
+    `{"data": [reading, ...]}` with only the keys watches send is decoded into typed,
+    range-checked Structs in C (unknown keys refused, so aliases, ids and slow fields are
+    left to decode_message); then the same checks and caches as schemas.decode's fast path
+    build the HealthRecords. Returns a function value -> records, or None to fall back.
+    """
+    try:
+        import msgspec
+    except ImportError:
+        return None
+    from msgspec import Meta
+
+    from schemas import decode as d
+    from schemas.reading import (
+        BLOOD_OXYGEN_MAX,
+        DEVICE_SN_MAX,
+        HEART_RATE_MAX,
+        INT32_MAX,
+        MAX_TIMESTAMP,
+        MIN_TIMESTAMP,
+        PRESSURE_MAX,
+        UPLOAD_METHODS,
+    )
+
+    def ranged(high: int) -> Any:
+        return Annotated[int, Meta(ge=0, le=high)] | None
+
+    reading = msgspec.defstruct(
+        "WatchReading",
+        [
+            ("deviceSn", str),
+            ("timestamp", str),
+            ("heart_rate", ranged(HEART_RATE_MAX), None),
+            ("blood_oxygen", ranged(BLOOD_OXYGEN_MAX), None),
+            ("blood_pressure_systolic", ranged(PRESSURE_MAX), None),
+            ("blood_pressure_diastolic", ranged(PRESSURE_MAX), None),
+            ("stress", ranged(INT32_MAX), None),
+            ("step", ranged(INT32_MAX), None),
+            *(
+                (name, str | None, None)
+                for name in (
+                    "body_temperature",
+                    "distance",
+                    "calorie",
+                    "latitude",
+                    "longitude",
+                    "altitude",
+                    "upload_method",
+                )
+            ),
+        ],
+        gc=False,
+        forbid_unknown_fields=True,
+    )
+    envelope = msgspec.defstruct("WatchUpload", [("data", list[reading])], gc=False)  # type: ignore[valid-type]
+    decode = msgspec.json.Decoder(envelope).decode
+    error = msgspec.ValidationError, msgspec.DecodeError
+    fields = (
+        ("body_temperature", d._temperature_hit, d._temperature),
+        ("distance", d._distance_hit, d._distance),
+        ("calorie", d._calorie_hit, d._calorie),
+        ("latitude", d._latitude_hit, d._latitude),
+        ("longitude", d._longitude_hit, d._longitude),
+        ("altitude", d._altitude_hit, d._altitude),
+    )
+    known, match, build, parse = d._known_sns, d._sn_match, d._build_record, d._fromisoformat
+
+    def watch(value: bytes) -> list[HealthRecord] | None:
+        try:
+            upload: Any = decode(value)
+        except error:
+            return None
+        out = []
+        for r in upload.data:
+            sn = r.deviceSn
+            if sn not in known and (len(sn) > DEVICE_SN_MAX or not match(sn)):
+                return None
+            text = r.timestamp
+            if len(text) != 19 or text[10] != " " or text[4] != "-" or text[13] != ":":
+                return None
+            try:
+                ts = parse(text)
+            except ValueError:
+                return None
+            if not MIN_TIMESTAMP <= ts < MAX_TIMESTAMP:
+                return None
+            decimals: list[Decimal | None] = []
+            for name, hit, convert in fields:
+                raw = getattr(r, name)
+                if raw is None:
+                    decimals.append(None)
+                    continue
+                value_ = hit(raw)
+                if value_ is None and (value_ := convert(raw)) is None:
+                    return None
+                decimals.append(value_)
+            method = r.upload_method
+            if method is not None and (method := UPLOAD_METHODS.get(method)) is None:
+                return None
+            temperature, distance, calorie, latitude, longitude, altitude = decimals
+            out.append(
+                build(
+                    sn,
+                    ts,
+                    None,
+                    None,
+                    None,
+                    r.heart_rate,
+                    r.blood_oxygen,
+                    temperature,
+                    r.blood_pressure_systolic,
+                    r.blood_pressure_diastolic,
+                    r.stress,
+                    r.step,
+                    distance,
+                    calorie,
+                    latitude,
+                    longitude,
+                    altitude,
+                    None,
+                    method,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            )
+        return out or None
+
+    return watch
+
+
+def check_decoder(watch: Any, values: list[bytes]) -> None:
+    """The msgspec path gives decode_message's records, for every benchmark message."""
+    from schemas.decode import decode_message
+
+    for v in values:
+        got = watch(v)
+        assert got is not None and got == decode_message(v).records, v

@@ -1,0 +1,344 @@
+"""CPU per reading of each step of the replica's data path, one step at a time, one thread.
+
+The drain scenarios measure what a replica costs in total; this says which step costs
+what, without Kafka, threads or the GIL in the way: the benchmark's own uploads
+(bench/workload.py, same seed) go through the consumer's real functions, one step over
+all of them before the next, timed with this process's CPU clock (best of --rounds, the
+least disturbed on a shared machine). The sum of the steps against a replica's measured
+µs/reading is what threads, the GIL, librdkafka and the I/O cost on top.
+
+Steps (batches of --batch records of one partition, as a worker flushes them):
+- decode: schemas.decode.decode_message on each message value; decode_part_orjson_loads
+  and decode_part_decimals: its JSON parse alone, and its Decimal conversions alone (the
+  decoder's caches and converters on the six decimal texts of each reading)
+- intake_extra: consumer.pipeline.intake.read_message minus decode (key check, PendingMessage)
+- bind: consumer.pipeline.flush.Flusher._bind's work for readings without ids: the SNs that
+  need a binding, then binding.bind (dataclasses.replace) on each reading
+- render_sql: consumer.sinks.mysql_rows.render_health_values + the statement text
+- daily_weekly: consumer.sinks.mysql_rows.daily_rows + weekly_rows
+- redis_prepare: consumer.sinks.redis.RedisSink._apply with the network calls stubbed
+  (newest reading per device, the legacy hash, the script arguments)
+- redis_update: RedisSink.update against the real Redis (client side, incl. the socket)
+- ledger: consumer.pipeline.ledger.Ledger.flushed per batch
+Alternatives, to size an optimization before anyone writes it (`alt_*`):
+- alt_decode_msgspec_structs: msgspec (if installed) decoding the same bytes into typed,
+  range-checked Structs (Decimal fields, regex-checked SN and timestamp), no HealthRecord
+- alt_decode_msgspec_text: the same with the decimals kept as text and no regexes: the
+  typed parse alone, to compare with decode_part_orjson_loads
+- alt_decode_msgspec_records: bench/prototypes.py's msgspec path for the watch shape, giving
+  decode_message's exact HealthRecords (checked on every message first)
+- alt_bind_builder: the same bind with schemas.decode's positional record builder instead
+  of dataclasses.replace
+- alt_render_sql, alt_daily_weekly, alt_redis_args: bench/prototypes.py's versions of
+  render_health_values, daily/weekly rows, and the Redis script arguments (`redis_args` is
+  the current code's share of redis_prepare), each checked to give identical output first
+- alt_render_tsv: the rows as tab-separated text for LOAD DATA LOCAL INFILE
+
+    .venv/bin/python bench/stages.py [--messages 100000] [--rounds 3] [--batch 1000]
+Prints one JSON object (µs per reading per step); also bench/results/stages.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import fields
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import prototypes  # noqa: E402
+from bench.workload import watch_uploads  # noqa: E402
+from consumer.pipeline.binding import UNBOUND, bind, needs_binding  # noqa: E402
+from consumer.pipeline.intake import read_message  # noqa: E402
+from consumer.pipeline.ledger import FlushReport, Ledger  # noqa: E402
+from consumer.sinks.mysql import HEALTH_SQL_HEAD, HEALTH_SQL_TAIL  # noqa: E402
+from consumer.sinks.mysql_rows import (  # noqa: E402
+    HEALTH_COLUMNS,
+    daily_rows,
+    render_health_values,
+    weekly_rows,
+)
+from consumer.sinks.redis import RedisSink, newest_per_device  # noqa: E402
+from schemas import decode as d  # noqa: E402
+from schemas.decode import decode_message  # noqa: E402
+from schemas.publish import murmur2_partition  # noqa: E402
+from schemas.reading import DEVICE_SN_PATTERN  # noqa: E402
+from schemas.record import HealthRecord  # noqa: E402
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+DECIMAL_FIELDS = ("body_temperature", "distance", "calorie", "latitude", "longitude", "altitude")
+DECIMAL_NAMES = ("temperature", "distance", "calorie", "latitude", "longitude", "altitude")
+FIELD_NAMES = tuple(f.name for f in fields(HealthRecord))
+
+
+def best_of(rounds: int, steps: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Least CPU seconds of each step over `rounds` rounds (after one untimed warm-up).
+
+    Rounds are interleaved (every step once per round) so a burst of load from other
+    users of the machine spoils one round of every step rather than every round of one.
+    """
+    for step in steps.values():
+        step()
+    best = dict.fromkeys(steps, float("inf"))
+    for i in range(rounds):
+        for name, step in steps.items():
+            t0 = time.process_time()
+            step()
+            best[name] = min(best[name], time.process_time() - t0)
+        print(f"  round {i + 1}/{rounds} done", file=sys.stderr, flush=True)
+    return best
+
+
+class _FakePipe:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def publish(self, *_: object) -> None:
+        pass
+
+    def execute(self) -> list[int]:
+        return [0] * self.calls
+
+
+class _FakeClient:
+    def pipeline(self, transaction: bool = False) -> _FakePipe:
+        return _FakePipe()
+
+
+def _fake_cas(keys: list[str], args: list[Any], client: _FakePipe) -> None:
+    client.calls += 1
+
+
+def msgspec_decoder(
+    decimal: Any = Decimal, patterns: bool = True
+) -> Callable[[bytes], object] | None:
+    """A msgspec decoder of the watch shape (typed, range-checked), or None without msgspec.
+
+    The Structs are built here with explicit types (this module's annotations are strings,
+    which msgspec would resolve in the module namespace)."""
+    try:
+        import msgspec
+    except ImportError:
+        return None
+    from msgspec import Meta
+
+    def opt(kind: Any, **meta: Any) -> Any:
+        return (Annotated[kind, Meta(**meta)] if meta else kind) | None
+
+    reading = msgspec.defstruct(
+        "Reading",
+        [
+            (
+                "deviceSn",
+                Annotated[str, Meta(max_length=64, pattern=DEVICE_SN_PATTERN)] if patterns else str,
+            ),
+            (
+                "timestamp",
+                Annotated[str, Meta(pattern=r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")]
+                if patterns
+                else str,
+            ),
+            ("heart_rate", opt(int, ge=0, le=300), None),
+            ("blood_oxygen", opt(int, ge=0, le=100), None),
+            ("blood_pressure_systolic", opt(int, ge=0, le=400), None),
+            ("blood_pressure_diastolic", opt(int, ge=0, le=400), None),
+            ("stress", opt(int, ge=0, le=2**31 - 1), None),
+            ("step", opt(int, ge=0, le=2**31 - 1), None),
+            ("body_temperature", opt(decimal), None),
+            ("distance", opt(decimal), None),
+            ("calorie", opt(decimal), None),
+            ("latitude", opt(decimal), None),
+            ("longitude", opt(decimal), None),
+            ("altitude", opt(decimal), None),
+            ("upload_method", opt(str), None),
+        ],
+        gc=False,
+    )
+    envelope = msgspec.defstruct("Envelope", [("data", list[reading])], gc=False)  # type: ignore[valid-type]
+    decode: Callable[[bytes], object] = msgspec.json.Decoder(envelope).decode
+    return decode
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--no-redis", action="store_true", help="skip the real Redis step")
+    args = parser.parse_args()
+
+    uploads = list(watch_uploads(args.messages, seed=args.seed))
+    values = [u.value for u in uploads]
+    keys = [u.key for u in uploads]
+    records = [r for v in values for r in decode_message(v).records]
+    n = len(records)
+    # As a replica's workers see them: per partition (the gateways' murmur2 on the SN, 12
+    # partitions), in order, cut every --batch records. Per-device work (the Redis latest
+    # state) depends on it: a partition holds a twelfth of the devices.
+    by_partition: dict[int, list[HealthRecord]] = {}
+    for r in records:
+        by_partition.setdefault(murmur2_partition(r.device_sn.encode(), 12), []).append(r)
+    batches = [
+        part[i : i + args.batch]
+        for part in by_partition.values()
+        for i in range(0, len(part), args.batch)
+    ]
+    bound = [[bind(r, UNBOUND) for r in b] for b in batches]
+    us: dict[str, float] = {}
+
+    steps_to_time: dict[str, Callable[[], object]] = {}
+
+    def per_reading(name: str, step: Callable[[], object]) -> None:
+        steps_to_time[name] = step
+
+    def decode_all() -> None:
+        for v in values:
+            decode_message(v)
+
+    def intake_all() -> None:
+        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+            read_message(i, 0, k, v, 1000)
+
+    def bind_all() -> None:
+        for batch in batches:
+            need = {r.device_sn for r in batch if needs_binding(r)}
+            bindings = dict.fromkeys(need, UNBOUND)
+            [bind(r, bindings[r.device_sn]) if r.device_sn in bindings else r for r in batch]
+
+    def render_all() -> None:
+        for batch in bound:
+            HEALTH_SQL_HEAD + render_health_values(batch) + HEALTH_SQL_TAIL
+
+    def slow_rows_all() -> None:
+        for batch in bound:
+            daily_rows(batch)
+            weekly_rows(batch)
+
+    sink = RedisSink(REDIS_URL, 1.0, 2.0)
+    fake = RedisSink(REDIS_URL, 1.0, 2.0)
+    fake._client = _FakeClient()  # type: ignore[assignment]
+    fake._cas = _fake_cas  # type: ignore[assignment]
+
+    def redis_prepare_all() -> None:
+        for batch in bound:
+            fake.update(batch, [])
+
+    def redis_update_all() -> None:
+        for batch in bound:
+            sink.update(batch, [])
+
+    ledger = Ledger()
+
+    def ledger_all() -> None:
+        for batch in bound:
+            report = FlushReport(0, len(batch), len(batch), inserted=len(batch))
+            ledger.flushed(report, [1_700_000_000_000] * len(batch))
+
+    per_reading("decode", decode_all)
+    # What decode is made of: the JSON parse alone, and the Decimal conversions alone (the
+    # decoder's own caches and converters on each reading's six decimal texts).
+    per_reading("decode_part_orjson_loads", lambda: [orjson.loads(v) for v in values])
+    texts = [[r.get(f) for f in DECIMAL_FIELDS] for v in values for r in orjson.loads(v)["data"]]
+    converters = [(getattr(d, f"_{name}_hit"), getattr(d, f"_{name}")) for name in DECIMAL_NAMES]
+
+    def decimals_all() -> None:
+        for row in texts:
+            for raw, (hit, convert) in zip(row, converters, strict=True):
+                if raw is not None and hit(raw) is None:
+                    convert(raw)
+
+    per_reading("decode_part_decimals", decimals_all)
+    per_reading("intake", intake_all)
+    per_reading("bind", bind_all)
+    per_reading("render_sql", render_all)
+    per_reading("daily_weekly", slow_rows_all)
+    per_reading("redis_prepare", redis_prepare_all)
+    if not args.no_redis:
+        per_reading("redis_update", redis_update_all)
+    per_reading("ledger", ledger_all)
+
+    # --- alternatives -----------------------------------------------------------------
+    decoder = msgspec_decoder()
+    if decoder is not None:
+        per_reading("alt_decode_msgspec_structs", lambda: [decoder(v) for v in values])
+    text_decoder = msgspec_decoder(decimal=str, patterns=False)
+    if text_decoder is not None:
+        per_reading("alt_decode_msgspec_text", lambda: [text_decoder(v) for v in values])
+    watch = prototypes.msgspec_watch_decoder()
+    if watch is not None:
+        prototypes.check_decoder(watch, values)
+        per_reading("alt_decode_msgspec_records", lambda: [watch(v) for v in values])
+
+    prototypes.check(batches, bound, UNBOUND)
+    latest = [newest_per_device(b) for b in bound]
+
+    def bind_fast_all() -> None:
+        for batch in batches:
+            need = {r.device_sn for r in batch if needs_binding(r)}
+            bindings = dict.fromkeys(need, UNBOUND)
+            [
+                prototypes.bind_fast(r, bindings[r.device_sn]) if r.device_sn in bindings else r
+                for r in batch
+            ]
+
+    per_reading("alt_bind_builder", bind_fast_all)
+
+    def render_fast_all() -> None:
+        for batch in bound:
+            HEALTH_SQL_HEAD + prototypes.render_values(batch) + HEALTH_SQL_TAIL
+
+    per_reading("alt_render_sql", render_fast_all)
+    per_reading("alt_daily_weekly", lambda: [prototypes.slow_rows(b) for b in bound])
+    per_reading(
+        "redis_args", lambda: [[prototypes.redis_args_current(r) for r in b] for b in latest]
+    )
+    per_reading("alt_redis_args", lambda: [[prototypes.redis_args(r) for r in b] for b in latest])
+
+    def tsv_all() -> None:
+        getters = HEALTH_COLUMNS
+        for batch in bound:
+            "\n".join(
+                "\t".join("\\N" if (v := getattr(r, c)) is None else str(v) for c in getters)
+                for r in batch
+            )
+
+    per_reading("alt_render_tsv", tsv_all)
+
+    for name, seconds in best_of(args.rounds, steps_to_time).items():
+        us[name] = round(seconds * 1e6 / n, 3)
+    us["intake_extra"] = round(us["intake"] - us["decode"], 3)
+    redis = "redis_update" if "redis_update" in us else "redis_prepare"
+    steps = ("decode", "intake_extra", "bind", "render_sql", "daily_weekly", redis, "ledger")
+    result = {
+        "readings": n,
+        "messages": len(values),
+        "batch": args.batch,
+        "rounds": args.rounds,
+        "us_per_reading": us,
+        "sum_of_steps_us": round(sum(us[s] for s in steps), 3),
+        "steps_summed": steps,
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "command": "bench/stages.py " + " ".join(sys.argv[1:]),
+    }
+    out = ROOT / "bench" / "results" / "stages.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
