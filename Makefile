@@ -76,7 +76,7 @@ validate-deploy: venv compose-validate
 
 # The README's test command: everything CI runs.
 test: venv tools lint typecheck compose-validate services
-	$(BIN)/pytest tests -q --durations=15
+	$(BIN)/pytest tests bench/test_bench.py -q --durations=15
 
 demo: venv services
 	$(BIN)/python scripts/demo.py
