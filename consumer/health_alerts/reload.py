@@ -34,7 +34,6 @@ class RuleReloader:
         self._channel = channel
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rule-reloader", daemon=True)
-        self.reloads = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -70,6 +69,5 @@ class RuleReloader:
                 pubsub.close()
 
     def _reload(self, why: str) -> None:
-        self.reloads += 1
         self._rules.invalidate()
         log.info("alert rules marked for reload", extra={"reason": why})

@@ -70,9 +70,6 @@ class ReplicaCollector(Collector):
                        t.records_consumed)  # fmt: skip
         yield _counter("unkeyed_messages", "Messages without key accepted (one device)",
                        t.unkeyed_messages)  # fmt: skip
-        yield _counter("undecodable_messages",
-                       "Messages whose decoding failed unexpectedly (a bug; dead-lettered)",
-                       t.undecodable)  # fmt: skip
         yield _counter("readings_timestamp_from_kafka",
                        "Readings without a timestamp, stored at the Kafka message time "
                        "(DEVICE_TIMEZONE)", t.timestamps_from_kafka)  # fmt: skip

@@ -31,7 +31,7 @@ from consumer.dependencies import Dependencies
 from consumer.health_alerts.repository import RuleCache
 from consumer.health_alerts.rules import Alert, HealthRule, TrendState, fire_alerts
 from consumer.pipeline.batching import Batch, PendingMessage
-from consumer.pipeline.binding import DeviceDirectory, bind, needs_binding
+from consumer.pipeline.binding import Binding, DeviceDirectory, bind, needs_binding
 from consumer.pipeline.ledger import FlushReport, Ledger
 from consumer.pipeline.retry import Backoff
 from consumer.sinks.dlq import DeadLetterSink, Delivery
@@ -195,14 +195,14 @@ class Flusher:
             return entries
         directory = self.directory
 
-        def lookup() -> dict[str, object]:
+        def lookup() -> dict[str, Binding]:
             try:
-                return dict(directory.bindings(need))
+                return directory.bindings(need)
             except exc.DBAPIError as err:
                 raise classify(err.orig, err.connection_invalidated) from err
 
         bindings = self._retry_db(lookup, report)
-        return [(bind(r, bindings[r.device_sn]) if r.device_sn in bindings else r, m)  # type: ignore[arg-type]
+        return [(bind(r, bindings[r.device_sn]) if r.device_sn in bindings else r, m)
                 for r, m in entries]  # fmt: skip
 
     def _write_with_retry(

@@ -133,7 +133,6 @@ class Totals:
     rebalances: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
     alerts_fired: Counter[str] = field(default_factory=Counter)
-    undecodable: int = 0
     timestamps_from_kafka: int = 0  # readings without a timestamp, stored at the message time
     binding_queries: int = 0
     binding_hits: int = 0
@@ -161,14 +160,12 @@ class Ledger:
         messages: int,
         records: int,
         unkeyed: int,
-        undecodable: int = 0,
         timestamps_from_kafka: int = 0,
     ) -> None:
         with self._lock:
             self._t.messages_consumed += messages
             self._t.records_consumed += records
             self._t.unkeyed_messages += unkeyed
-            self._t.undecodable += undecodable
             self._t.timestamps_from_kafka += timestamps_from_kafka
 
     def paused(self) -> None:

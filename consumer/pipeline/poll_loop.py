@@ -199,7 +199,7 @@ class PollLoop:
         by_partition: dict[int, list[PendingMessage]] = defaultdict(list)
         max_readings = self.settings.max_readings_per_message
         max_bytes = self.settings.max_message_bytes
-        records = unkeyed = undecodable = from_kafka = 0
+        records = unkeyed = from_kafka = 0
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -217,11 +217,10 @@ class PollLoop:
             unkeyed += pending.unkeyed
             from_kafka += pending.timestamps_from_kafka
             if pending.dead_letter is not None and pending.dead_letter.reason == UNDECODABLE:
-                undecodable += 1
                 log.error("decoder failed unexpectedly; message dead-lettered",
                           extra={"partition": partition, "offset": offset,
                                  "error": pending.dead_letter.detail[:300]})  # fmt: skip
-        self._ledger.consumed(len(messages), records, unkeyed, undecodable, from_kafka)
+        self._ledger.consumed(len(messages), records, unkeyed, from_kafka)
         for partition, batch in by_partition.items():
             owned = self._owned.get(partition)
             if owned is None:  # fetched just before a revoke: the next owner re-reads it

@@ -116,8 +116,8 @@ def test_device_timezone_is_validated_at_start_up(monkeypatch: pytest.MonkeyPatc
 
 def test_timestamps_from_kafka_are_counted_and_exported() -> None:
     ledger = Ledger()
-    ledger.consumed(3, 5, 0, 0, 2)
-    ledger.consumed(1, 1, 0, 0, 1)
+    ledger.consumed(3, 5, 0, 2)
+    ledger.consumed(1, 1, 0, 1)
     assert ledger.totals().timestamps_from_kafka == 3
     families = {f.name: f for f in ReplicaCollector(None, ledger)._counters()}  # type: ignore[arg-type]
     family = families["health_consumer_readings_timestamp_from_kafka"]
