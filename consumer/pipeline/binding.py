@@ -50,13 +50,42 @@ def customer_of(org_id: int, ancestors: str | None) -> int:
 
 
 def bind(record: HealthRecord, binding: Binding) -> HealthRecord:
-    """The record with its missing ids filled; ids the message carried are kept."""
+    """A copy of the record with its missing ids filled; ids the message carried are kept.
+
+    The readable reference of `bind_in_place` (the unit tests compare the two).
+    """
     customer = record.customer_id if record.customer_id is not None else binding.customer_id
     org = record.org_id if record.org_id is not None else binding.org_id
     user = record.user_id if record.user_id is not None else binding.user_id
     if (customer, org, user) == (record.customer_id, record.org_id, record.user_id):
         return record
     return dataclasses.replace(record, customer_id=customer, org_id=org, user_id=user)
+
+
+_set = object.__setattr__
+
+
+def bind_in_place(records: Iterable[HealthRecord], bindings: dict[str, Binding]) -> None:
+    """Fill the missing ids of each record whose SN is in `bindings`, in place.
+
+    A record belongs to one batch from decode to flush, and the flush binds it once,
+    before the rules, the DB or Redis read its ids; nothing holds it hashed. So setting
+    three slots of the frozen record is safe, and it saves the 24-field copy that
+    `dataclasses.replace` made for every watch reading (13 us of the 45 per reading).
+    """
+    get = bindings.get
+    for r in records:
+        if r.customer_id is not None and r.org_id is not None and r.user_id is not None:
+            continue
+        b = get(r.device_sn)
+        if b is None:
+            continue
+        if r.customer_id is None:
+            _set(r, "customer_id", b.customer_id)
+        if r.org_id is None and b.org_id is not None:
+            _set(r, "org_id", b.org_id)
+        if r.user_id is None and b.user_id is not None:
+            _set(r, "user_id", b.user_id)
 
 
 def needs_binding(record: HealthRecord) -> bool:

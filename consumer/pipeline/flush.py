@@ -31,7 +31,7 @@ from consumer.dependencies import Dependencies
 from consumer.health_alerts.repository import RuleCache
 from consumer.health_alerts.rules import Alert, HealthRule, TrendState, fire_alerts
 from consumer.pipeline.batching import Batch, PendingMessage
-from consumer.pipeline.binding import Binding, DeviceDirectory, bind, needs_binding
+from consumer.pipeline.binding import Binding, DeviceDirectory, bind_in_place
 from consumer.pipeline.ledger import FlushReport, Ledger
 from consumer.pipeline.retry import Backoff
 from consumer.sinks.dlq import DeadLetterSink, Delivery
@@ -109,7 +109,8 @@ class Flusher:
         report.dead_letters = len(deliveries)
 
         rules = self._retry_db(self.rules.rules, report)
-        entries = self._bind([(r, m) for m in batch.messages for r in m.records], report)
+        entries = [(r, m) for m in batch.messages for r in m.records]
+        self._bind([r for r, _ in entries], report)
         t0 = time.monotonic()
         state, rejected = self._write_isolating(entries, rules, self.trend_state, report)
         report.db_seconds = time.monotonic() - t0 - report.alert_seconds
@@ -186,13 +187,14 @@ class Flusher:
             f"offsets {batch.messages[0].offset}..{batch.messages[-1].offset}: {detail[:300]}"
         )
 
-    def _bind(self, entries: list[Entry], report: FlushReport) -> list[Entry]:
+    def _bind(self, records: list[HealthRecord], report: FlushReport) -> None:
         """Fill customer/org/user of readings that lack them (before rules: they scope)."""
         if self.directory is None:
-            return entries
-        need = {r.device_sn for r, _ in entries if needs_binding(r)}
+            return
+        need = {r.device_sn for r in records
+                if r.customer_id is None or r.org_id is None or r.user_id is None}  # fmt: skip
         if not need:
-            return entries
+            return
         directory = self.directory
 
         def lookup() -> dict[str, Binding]:
@@ -201,9 +203,7 @@ class Flusher:
             except exc.DBAPIError as err:
                 raise classify(err.orig, err.connection_invalidated) from err
 
-        bindings = self._retry_db(lookup, report)
-        return [(bind(r, bindings[r.device_sn]) if r.device_sn in bindings else r, m)
-                for r, m in entries]  # fmt: skip
+        bind_in_place(records, self._retry_db(lookup, report))
 
     def _write_with_retry(
         self, records: list[HealthRecord], alerts: list[Alert], report: FlushReport

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import orjson
 import redis
+from redis.exceptions import NoScriptError
 
 from consumer.health_alerts.rules import Alert
 from consumer.pipeline.retry import Backoff
-from consumer.sinks.redis_hash import legacy_hash
+from consumer.sinks.redis_hash import latest_state_args
 from schemas.record import HealthRecord
 
 log = logging.getLogger(__name__)
@@ -104,26 +105,39 @@ class RedisSink:
             return result
 
     def _apply(self, latest: list[HealthRecord], alerts: list[Alert]) -> RedisResult:
+        """One pipeline, one round trip: the scripts by hash, then the alert messages.
+
+        Not redis-py's Script object: in a pipeline it asks SCRIPT EXISTS first, a second
+        round trip on every flush. A server that lost the script (restarted, flushed) says
+        NOSCRIPT: the script is loaded and only those calls are run again, so an alert
+        already published is not published twice.
+        """
         pipe = self._client.pipeline(transaction=False)
-        calls = 0
+        calls: list[tuple[list[str], list[str | bytes]]] = []
         for start in range(0, len(latest), DEVICES_PER_CALL):
             keys: list[str] = []
             args: list[str | bytes] = []
             for record in latest[start : start + DEVICES_PER_CALL]:
-                fields = legacy_hash(record)
-                flat: list[str] = [record.device_sn]
-                for name, value in fields.items():
-                    flat.append(name)
-                    flat.append(value)
+                timestamp, fields = latest_state_args(record)
                 keys.append(LATEST_KEY.format(record.device_sn))
-                args.append(fields["timestamp"])
-                args.append(orjson.dumps(flat))
-            self._cas(keys=keys, args=args, client=pipe)
-            calls += 1
+                args.append(timestamp)
+                args.append(fields)
+            pipe.evalsha(self._cas.sha, len(keys), *keys, *args)
+            calls.append((keys, args))
         for alert in alerts:
             pipe.publish(ALERT_CHANNEL, alert_message(alert))
-        replies = pipe.execute()
-        updated = sum(int(r) for r in replies[:calls])
+        replies = pipe.execute(raise_on_error=False)
+        updated = 0
+        for (keys, args), reply in zip(calls, replies, strict=False):
+            if isinstance(reply, NoScriptError):
+                self._client.script_load(_CAS_LATEST)
+                reply = self._client.evalsha(self._cas.sha, len(keys), *keys, *args)
+            if isinstance(reply, Exception):
+                raise reply
+            updated += int(reply)
+        for reply in replies[len(calls) :]:
+            if isinstance(reply, Exception):
+                raise reply
         return RedisResult(
             updated=updated, stale=len(latest) - updated, alerts_published=len(alerts)
         )

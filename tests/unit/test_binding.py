@@ -1,6 +1,18 @@
 """Device binding (pure parts): customer from ancestors, message ids win, the TTL cache."""
 
-from consumer.pipeline.binding import UNBOUND, Binding, BindingCache, bind, customer_of
+import dataclasses
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumer.pipeline.binding import (
+    UNBOUND,
+    Binding,
+    BindingCache,
+    bind,
+    bind_in_place,
+    customer_of,
+)
 from tests.records import make_record
 
 
@@ -36,3 +48,20 @@ def test_cache_hits_misses_and_ttls() -> None:
     assert cache.get_many(["A", "B"]) == ({"A": Binding(1, 2, 3)}, ["B"])
     now[0] = 101.0
     assert cache.get_many(["A"]) == ({}, ["A"])
+
+
+@given(
+    ids=st.tuples(*[st.none() | st.integers(1, 10**12)] * 3),
+    binding=st.sampled_from([UNBOUND, Binding(7, 31, 400), Binding(7, None, None)]),
+    known=st.booleans(),
+)
+def test_binding_in_place_matches_the_copying_reference(
+    ids: tuple[int | None, int | None, int | None], binding: Binding, known: bool
+) -> None:
+    customer, org, user = ids
+    record = make_record("SN-B", customer_id=customer, org_id=org, user_id=user)
+    expected = bind(record, binding) if known else record
+    expected_ids = (expected.customer_id, expected.org_id, expected.user_id)
+    bind_in_place([record], {"SN-B": binding} if known else {"OTHER": binding})
+    assert (record.customer_id, record.org_id, record.user_id) == expected_ids
+    assert record == dataclasses.replace(expected)

@@ -3,7 +3,11 @@
 import datetime as dt
 from decimal import Decimal
 
-from consumer.sinks.redis_hash import FIELD_NAMES, legacy_hash
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumer.sinks.redis_hash import FIELD_NAMES, latest_state_args, legacy_hash
 from tests.records import make_record
 
 LEGACY_FIELDS = {
@@ -44,3 +48,46 @@ def test_missing_upload_method_is_wifi_and_unknown_is_common_event() -> None:
     assert legacy_hash(make_record(upload_method=None))["uploadMethod"] == "wifi"
     assert legacy_hash(make_record(upload_method="lora%s"))["uploadMethod"] == "common_event"
     assert legacy_hash(make_record(upload_method="bluetooth"))["uploadMethod"] == "bluetooth"
+
+
+def _decimals(places: int, digits: int) -> st.SearchStrategy[Decimal | None]:
+    exp = Decimal(1).scaleb(-places)
+    return st.none() | st.decimals(
+        min_value=-(10**digits), max_value=10**digits, places=places, allow_nan=False
+    ).map(lambda d: d.quantize(exp))
+
+
+@given(
+    temperature=_decimals(2, 2),
+    distance=_decimals(2, 6),
+    latitude=_decimals(6, 2),
+    altitude=_decimals(2, 4),
+    ids=st.tuples(*[st.none() | st.integers(0, 10**12)] * 3),
+    heart_rate=st.none() | st.integers(0, 300),
+    method=st.sampled_from([None, "", "wifi", "4g", "LoRa", "bluetooth"]),
+    slow=st.none() | st.text(max_size=20),
+)
+def test_latest_state_args_are_the_legacy_hash_in_order(
+    temperature: Decimal | None,
+    distance: Decimal | None,
+    latitude: Decimal | None,
+    altitude: Decimal | None,
+    ids: tuple[int | None, int | None, int | None],
+    heart_rate: int | None,
+    method: str | None,
+    slow: str | None,
+) -> None:
+    record = make_record(
+        "SN-\u00e9\"x",
+        temperature=temperature, distance=distance, calorie=distance, latitude=latitude,
+        longitude=latitude, altitude=altitude, customer_id=ids[0], org_id=ids[1],
+        user_id=ids[2], heart_rate=heart_rate, upload_method=method, sleep_data=slow,
+        workout_data=slow,
+    )  # fmt: skip
+    expected = legacy_hash(record)
+    for _ in range(2):  # a second time from the format caches
+        timestamp, flat = latest_state_args(record)
+        assert timestamp == expected["timestamp"]
+        pairs = orjson.loads(flat)
+        assert pairs[0] == record.device_sn
+        assert list(zip(pairs[1::2], pairs[2::2], strict=True)) == list(expected.items())
