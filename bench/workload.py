@@ -84,12 +84,12 @@ def demo_uploads(messages: int, *, seed: int, devices: int = 500) -> Iterator[Up
 
 def make_producer(bootstrap: str, bulk: bool, **extra: object) -> Producer:
     """The gateways' partitioner (murmur2 on the key). `bulk`: big lz4 batches for prefill;
-    otherwise a short linger, as a gateway under live load."""
+    otherwise a short linger, as our gateway under live load."""
     conf: dict[str, object] = {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"}
     if bulk:
         conf.update({"linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4"})
     else:
-        conf.update({"linger.ms": 2})
+        conf.update({"linger.ms": 5})  # the gateway's default LINGER_MS
     conf.update(extra)
     return Producer(conf)
 

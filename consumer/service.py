@@ -111,7 +111,10 @@ class Replica:
             partition, self.sinks, self.rules, self.dependencies, self.ledger,
             RetryPolicy(s.db_retry_initial_backoff_s, s.db_retry_max_backoff_s), self.directory,
         )  # fmt: skip
-        policy = BatchPolicy(s.batch_max_records, s.batch_max_wait_ms / 1000.0, s.batch_eager)
+        policy = BatchPolicy(
+            s.batch_max_records, s.batch_max_wait_ms / 1000.0, s.batch_eager,
+            s.batch_min_wait_ms / 1000.0,
+        )  # fmt: skip
         return PartitionWorker(partition, flusher, policy)
 
     def request_stop(self) -> None:

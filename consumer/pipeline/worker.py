@@ -109,8 +109,6 @@ class PartitionWorker:
         """
         with self._cond:
             while not self._inbox and not self._stopping and not self._abandon.is_set():
-                if self.policy.eager and batch.messages:
-                    break
                 wait = self.policy.seconds_until_due(batch, time.monotonic())
                 if wait is not None and wait <= 0:
                     break

@@ -86,3 +86,19 @@ def test_eager_policy_flushes_when_drained_and_lets_batches_grow_otherwise() -> 
     assert not eager.should_flush(batch, now=0.0, drained=False)  # more is queued: grow
     assert not BatchPolicy(1000, 10).should_flush(batch, now=0.0, drained=True)
     assert not eager.should_flush(Batch(0), now=0.0, drained=True)
+
+
+def test_eager_policy_waits_for_the_minimum_age_before_flushing_a_trickle() -> None:
+    policy = BatchPolicy(max_records=3, max_wait_s=0.25, eager=True, min_wait_s=0.05)
+    batch = Batch(0)
+    batch.add(pending(1), now=1.0)
+    assert not policy.should_flush(batch, now=1.01, drained=True)  # too young
+    assert policy.seconds_until_due(batch, now=1.01) == pytest.approx(0.04)
+    assert policy.should_flush(batch, now=1.05, drained=True)
+    assert not policy.should_flush(batch, now=1.05, drained=False)  # more is queued: grow
+    assert policy.should_flush(batch, now=1.25, drained=False)  # the age limit still holds
+    batch.add(pending(2), now=1.0)
+    batch.add(pending(3), now=1.0)
+    assert policy.should_flush(batch, now=1.0, drained=False)  # full: at once
+    lazy = BatchPolicy(max_records=1000, max_wait_s=0.25, min_wait_s=0.05)
+    assert lazy.seconds_until_due(batch, now=1.0) == pytest.approx(0.25)  # not eager
