@@ -75,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "run":
         from consumer.db.migrate import SchemaNotReady
+        from consumer.memory import limit_malloc_arenas
         from consumer.pipeline.poll_loop import WorkerFailed
         from consumer.service import run
 
+        limit_malloc_arenas()  # before any thread starts
         try:
             run(settings)
         except SchemaNotReady as exc:
