@@ -15,9 +15,9 @@ from typing import Annotated, Any
 import orjson
 from pymysql.converters import escape_string
 
+from consumer.db.tables import UPLOAD_METHODS as LEGACY_UPLOAD_METHODS
 from consumer.pipeline.binding import Binding
 from consumer.sinks.mysql_rows import (
-    LEGACY_UPLOAD_METHODS,
     SlowRow,
     daily_rows,
     render_health_values,
