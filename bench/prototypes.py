@@ -303,12 +303,12 @@ def msgspec_watch_decoder() -> Any:
     decode = msgspec.json.Decoder(envelope).decode
     error = msgspec.ValidationError, msgspec.DecodeError
     fields = (
-        ("body_temperature", d._temperature_hit, d._temperature),
-        ("distance", d._distance_hit, d._distance),
-        ("calorie", d._calorie_hit, d._calorie),
-        ("latitude", d._latitude_hit, d._latitude),
-        ("longitude", d._longitude_hit, d._longitude),
-        ("altitude", d._altitude_hit, d._altitude),
+        ("body_temperature", d._TEMPERATURE),
+        ("distance", d._DISTANCE),
+        ("calorie", d._CALORIE),
+        ("latitude", d._LATITUDE),
+        ("longitude", d._LONGITUDE),
+        ("altitude", d._ALTITUDE),
     )
     known, match, build, parse = d._known_sns, d._sn_match, d._build_record, d._fromisoformat
 
@@ -332,15 +332,11 @@ def msgspec_watch_decoder() -> Any:
             if not MIN_TIMESTAMP <= ts < MAX_TIMESTAMP:
                 return None
             decimals: list[Decimal | None] = []
-            for name, hit, convert in fields:
-                raw = getattr(r, name)
-                if raw is None:
-                    decimals.append(None)
-                    continue
-                value_ = hit(raw)
-                if value_ is None and (value_ := convert(raw)) is None:
+            for name, cache in fields:
+                try:
+                    decimals.append(cache[getattr(r, name)])
+                except d._Unsure:
                     return None
-                decimals.append(value_)
             method = r.upload_method
             if method is not None and (method := UPLOAD_METHODS.get(method)) is None:
                 return None

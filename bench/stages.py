@@ -252,13 +252,12 @@ def main() -> int:
     # decoder's own caches and converters on each reading's six decimal texts).
     per_reading("decode_part_orjson_loads", lambda: [orjson.loads(v) for v in values])
     texts = [[r.get(f) for f in DECIMAL_FIELDS] for v in values for r in orjson.loads(v)["data"]]
-    converters = [(getattr(d, f"_{name}_hit"), getattr(d, f"_{name}")) for name in DECIMAL_NAMES]
+    caches = [getattr(d, f"_{name.upper()}") for name in DECIMAL_NAMES]
 
     def decimals_all() -> None:
         for row in texts:
-            for raw, (hit, convert) in zip(row, converters, strict=True):
-                if raw is not None and hit(raw) is None:
-                    convert(raw)
+            for raw, cache in zip(row, caches, strict=True):
+                cache[raw]
 
     per_reading("decode_part_decimals", decimals_all)
     per_reading("intake", intake_all)

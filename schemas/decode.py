@@ -15,11 +15,10 @@ field, because the legacy upload path kept the vital signs of such a reading.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, make_dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import orjson
@@ -51,7 +50,6 @@ from schemas.reading import (
     Reading,
     json_kind,
     normalize_upload_method,
-    quantize,
     shorten,
     sleep_field,
     sleep_hours,
@@ -334,64 +332,93 @@ _COMMON_NAMES = frozenset(
         "body_temperature", "distance", "calorie", "latitude", "longitude", "altitude",
     }
 )  # fmt: skip
-_DECIMAL_TEXT = re.compile(r"-?\d{1,12}(?:\.\d{1,12})?", re.ASCII)
-_CACHE_LIMIT = 4096
 _SN_CACHE_LIMIT = 100_000  # about a fleet; ~10 MB at most
 _fromisoformat = datetime.fromisoformat
 _sn_match = DEVICE_SN_RE.fullmatch
 _SLOW_NULL = ("null", None)
-
-
-class _DecimalField:
-    """Text -> quantized Decimal within [low, high]; None lets the model decide.
-
-    Memoizes the text: a few values ("0.0", "36.5", "0") make up most readings, and
-    Decimal parsing plus rounding would otherwise be the dearest part of a reading.
-    """
-
-    __slots__ = ("cache", "exp", "high", "low")
-
-    def __init__(self, low: Decimal, high: Decimal, exp: Decimal) -> None:
-        self.cache: dict[str, Decimal] = {}
-        self.low = low
-        self.high = high
-        self.exp = exp
-
-    def convert(self, value: object) -> Decimal | None:
-        if type(value) is str:
-            if not _DECIMAL_TEXT.fullmatch(value):
-                return None
-            number = Decimal(value)
-        elif type(value) is int:
-            number = Decimal(value)
-        else:
-            return None
-        if not self.low <= number <= self.high:
-            return None
-        result = quantize(number, self.exp)
-        if type(value) is str and len(self.cache) < _CACHE_LIMIT:
-            self.cache[value] = result
-        return result
-
-
-_TEMPERATURE = _DecimalField(TEMPERATURE_MIN, TEMPERATURE_MAX, CENT)
-_DISTANCE = _DecimalField(AMOUNT_MIN, AMOUNT_MAX, CENT)
-_CALORIE = _DecimalField(AMOUNT_MIN, AMOUNT_MAX, CENT)
-_LATITUDE = _DecimalField(-LATITUDE_MAX, LATITUDE_MAX, MICRO)
-_LONGITUDE = _DecimalField(-LONGITUDE_MAX, LONGITUDE_MAX, MICRO)
-_ALTITUDE = _DecimalField(-ALTITUDE_MAX, ALTITUDE_MAX, CENT)
-# Bound methods, so a cache hit costs one C call and no Python frame.
-_temperature_hit, _temperature = _TEMPERATURE.cache.get, _TEMPERATURE.convert
-_distance_hit, _distance = _DISTANCE.cache.get, _DISTANCE.convert
-_calorie_hit, _calorie = _CALORIE.cache.get, _CALORIE.convert
-_latitude_hit, _latitude = _LATITUDE.cache.get, _LATITUDE.convert
-_longitude_hit, _longitude = _LONGITUDE.cache.get, _LONGITUDE.convert
-_altitude_hit, _altitude = _ALTITUDE.cache.get, _ALTITUDE.convert
-_known_sns: set[str] = set()
+# A timestamp's separators, at [4], [7], [10], [13], [16] of "yyyy-MM-dd HH:mm:ss": one
+# slice and compare instead of five, which together with len() == 19 pins the layout;
+# fromisoformat() then checks the digits. The unit tests hold this to TIMESTAMP_RE.
+_TIMESTAMP_SEPARATORS = slice(4, 17, 3)
 
 
 class _Unsure(Exception):
     """The fast path defers this reading to the model."""
+
+
+# Characters of the only decimal text converted outside the model; see _Decimals.
+_NUMERAL_CHARS = "0123456789.-"
+_NUMERAL_MAX = 32  # longer text goes to the model, and never into a cache
+# Per field: ~200 bytes an entry, ~3 MB when full. Holds a day of distance and calorie
+# text ("%.1f" of what a watch counts) and leaves room for the GPS fixes of idle devices.
+_CACHE_LIMIT = 1 << 14
+
+
+class _Decimals(dict[object, Decimal | None]):
+    """A decimal field: wire value -> its Decimal, quantized as the model does, memoized.
+
+    `field[value]` is the whole hot path: a value seen before costs one dict look-up in
+    C and no Python call (None, "not sent", is a permanent entry). Most readings repeat
+    a few texts ("0", "0.0", a temperature), but distance, calorie and GPS vary per
+    reading, so a miss must be cheap too. `__missing__` converts without a regex: one
+    str.strip() for the characters, then Decimal's own parser for the grammar, which
+    with only digits, "." and "-" leaves an optional leading minus and digits with at
+    most one point (a subset of the model's grammar, read to the same value); and no
+    quantize() when the text already has the field's decimals ("%.6f" GPS). Anything
+    else raises _Unsure (the model decides), an unhashable value TypeError (likewise).
+
+    When full the cache starts over rather than keeping its first values forever, so it
+    follows the values of the moment (today's distances) at a bounded size.
+    """
+
+    __slots__ = ("exp", "high", "low", "point", "zero")
+
+    def __init__(self, low: Decimal, high: Decimal, exp: Decimal) -> None:
+        super().__init__({None: None})
+        self.low = low
+        self.high = high
+        self.exp = exp
+        places = len(str(exp)) - 2  # "0.01" -> 2
+        self.point = slice(-places - 1, -places)  # where "." is in text with `places` decimals
+        self.zero = Decimal(0).quantize(exp)  # zero as quantize() gives it, without sign
+
+    def __missing__(self, value: object) -> Decimal:
+        if type(value) is str:
+            if len(value) > _NUMERAL_MAX or value.strip(_NUMERAL_CHARS):
+                raise _Unsure
+            try:
+                number = Decimal(value)
+            except ArithmeticError:  # InvalidOperation: "", "-", "1.2.3", "1-2"
+                raise _Unsure from None
+            quantized = value[self.point] == "."
+        elif type(value) is int:  # a JSON integer
+            number = Decimal(value)
+            quantized = False
+        else:
+            raise _Unsure
+        if not self.low <= number <= self.high:  # on the value as sent, as the model does
+            raise _Unsure
+        if not number:
+            number = self.zero  # "-0.0": quantize() would keep the sign, the model drops it
+        elif not quantized:
+            number = number.quantize(self.exp, rounding=ROUND_HALF_UP)
+            if not number:  # "-0.001"
+                number = self.zero
+        if type(value) is str:  # not an int: 1 == 1.0 == True would find it
+            if len(self) >= _CACHE_LIMIT:
+                self.clear()
+                self[None] = None
+            self[value] = number
+        return number
+
+
+_TEMPERATURE = _Decimals(TEMPERATURE_MIN, TEMPERATURE_MAX, CENT)
+_DISTANCE = _Decimals(AMOUNT_MIN, AMOUNT_MAX, CENT)
+_CALORIE = _Decimals(AMOUNT_MIN, AMOUNT_MAX, CENT)
+_LATITUDE = _Decimals(-LATITUDE_MAX, LATITUDE_MAX, MICRO)
+_LONGITUDE = _Decimals(-LONGITUDE_MAX, LONGITUDE_MAX, MICRO)
+_ALTITUDE = _Decimals(-ALTITUDE_MAX, ALTITUDE_MAX, CENT)
+_known_sns: set[str] = set()
 
 
 def _party(value: object, default: int | None) -> int | None:
@@ -481,18 +508,8 @@ def _fast_record(raw: dict[str, Any], parties: Parties) -> HealthRecord | None:
             return None
         if len(_known_sns) < _SN_CACHE_LIMIT:
             _known_sns.add(device_sn)
-    # The separators pin the layout to yyyy-MM-dd HH:mm:ss; fromisoformat checks the
-    # digits. Cheaper than TIMESTAMP_RE, and the unit tests hold the two to agreement.
     text = get("timestamp")
-    if (
-        type(text) is not str
-        or len(text) != 19
-        or text[10] != " "
-        or text[4] != "-"
-        or text[7] != "-"
-        or text[13] != ":"
-        or text[16] != ":"
-    ):
+    if type(text) is not str or len(text) != 19 or text[_TIMESTAMP_SEPARATORS] != "-- ::":
         return None
     try:
         timestamp = _fromisoformat(text)
@@ -528,51 +545,20 @@ def _fast_record(raw: dict[str, Any], parties: Parties) -> HealthRecord | None:
     if step is not None and (type(step) is not int or not 0 <= step <= INT32_MAX):
         return None
 
-    # Cache hit first (one C call); an unhashable value raises TypeError: not ours.
     try:
-        temperature = get("body_temperature")
-        if temperature is not None:
-            hit = _temperature_hit(temperature)
-            if hit is None and (hit := _temperature(temperature)) is None:
-                return None
-            temperature = hit
-        distance = get("distance")
-        if distance is not None:
-            hit = _distance_hit(distance)
-            if hit is None and (hit := _distance(distance)) is None:
-                return None
-            distance = hit
-        calorie = get("calorie")
-        if calorie is not None:
-            hit = _calorie_hit(calorie)
-            if hit is None and (hit := _calorie(calorie)) is None:
-                return None
-            calorie = hit
-        latitude = get("latitude")
-        if latitude is not None:
-            hit = _latitude_hit(latitude)
-            if hit is None and (hit := _latitude(latitude)) is None:
-                return None
-            latitude = hit
-        longitude = get("longitude")
-        if longitude is not None:
-            hit = _longitude_hit(longitude)
-            if hit is None and (hit := _longitude(longitude)) is None:
-                return None
-            longitude = hit
-        altitude = get("altitude")
-        if altitude is not None:
-            hit = _altitude_hit(altitude)
-            if hit is None and (hit := _altitude(altitude)) is None:
-                return None
-            altitude = hit
+        temperature = _TEMPERATURE[get("body_temperature")]
+        distance = _DISTANCE[get("distance")]
+        calorie = _CALORIE[get("calorie")]
+        latitude = _LATITUDE[get("latitude")]
+        longitude = _LONGITUDE[get("longitude")]
+        altitude = _ALTITUDE[get("altitude")]
         method = get("upload_method")
         if method is not None:
             known = UPLOAD_METHODS.get(method)
             if known is None:
                 known = normalize_upload_method(method)
             method = known
-    except (TypeError, PydanticCustomError):
+    except (_Unsure, TypeError, PydanticCustomError):
         return None
 
     customer_id, org_id, user_id = parties
