@@ -25,8 +25,6 @@ Alternatives, to size an optimization before anyone writes it (`alt_*`):
   range-checked Structs (Decimal fields, regex-checked SN and timestamp), no HealthRecord
 - alt_decode_msgspec_text: the same with the decimals kept as text and no regexes: the
   typed parse alone, to compare with decode_part_orjson_loads
-- alt_decode_msgspec_records: bench/prototypes.py's msgspec path for the watch shape, giving
-  decode_message's exact HealthRecords (checked on every message first)
 - alt_bind_builder: the same bind with schemas.decode's positional record builder instead
   of dataclasses.replace
 - alt_render_sql, alt_daily_weekly, alt_redis_args: bench/prototypes.py's versions of
@@ -320,10 +318,6 @@ def main() -> int:
     text_decoder = msgspec_decoder(decimal=str, patterns=False)
     if text_decoder is not None:
         per_reading("alt_decode_msgspec_text", lambda: [text_decoder(v) for v in values])
-    watch = prototypes.msgspec_watch_decoder()
-    if watch is not None:
-        prototypes.check_decoder(watch, values)
-        per_reading("alt_decode_msgspec_records", lambda: [watch(v) for v in values])
 
     if wanted("alt_bind_builder", "alt_render_sql", "alt_daily_weekly", "alt_redis_args"):
         prototypes.check(batches, bound, UNBOUND)
