@@ -101,6 +101,7 @@ def test_a_converted_text_is_what_the_model_makes_of_it(name: str, text: str) ->
         return  # deferred: the model decides, whatever it says
     assert repr(fast) == repr(model_value(name, text))
     assert repr(fast_value(cache, text)) == repr(fast)  # and so does the cache, next time
+    assert (text in cache) == (text[cache.point] != "."), "only what needed rounding is kept"
 
 
 @settings(max_examples=200, deadline=None)
@@ -166,6 +167,13 @@ def test_a_full_cache_starts_over(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(cache) <= 4
         assert cache[None] is None
     assert "9.5" in cache and "1.5" not in cache
+
+
+def test_a_fix_at_the_fields_scale_is_not_kept() -> None:
+    cache = _Decimals(Decimal(-90), Decimal(90), MICRO)
+    assert repr(cache["22.543096"]) == "Decimal('22.543096')"
+    assert repr(cache["0"]) == "Decimal('0.000000')"
+    assert set(cache) == {None, "0"}
 
 
 # --------------------------------------------------------------------------------------
