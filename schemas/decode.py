@@ -613,24 +613,28 @@ _Count = Annotated[int, Meta(ge=0, le=INT32_MAX)]
 _UploadMethod = Literal["wifi", "bluetooth", "common_event", "esim", "4g"]
 
 
-class _WatchReading(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A reading with the keys `_COMMON_NAMES` (primary names only) and nothing else."""
+class _WatchReading(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):
+    """A reading with the keys `_COMMON_NAMES` (primary names only) and nothing else.
+
+    In the order watches send them (tests/unit/payloads.py SAMPLE_UPLOAD): msgspec looks
+    for each key first where the previous one was found.
+    """
 
     deviceSn: str
-    timestamp: str
     heart_rate: _HeartRate | None = None
     blood_oxygen: _BloodOxygen | None = None
-    blood_pressure_systolic: _Pressure | None = None
-    blood_pressure_diastolic: _Pressure | None = None
-    stress: _Count | None = None
-    step: _Count | None = None
     body_temperature: str | None = None
+    step: _Count | None = None
     distance: str | None = None
     calorie: str | None = None
     latitude: str | None = None
     longitude: str | None = None
     altitude: str | None = None
+    stress: _Count | None = None
     upload_method: _UploadMethod | None = None
+    blood_pressure_systolic: _Pressure | None = None
+    blood_pressure_diastolic: _Pressure | None = None
+    timestamp: str
 
 
 class _WatchUpload(msgspec.Struct, forbid_unknown_fields=True, gc=False):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, get_args
 
+import orjson
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -316,3 +317,8 @@ def test_watch_uploads_agree_with_the_model(changes: list[dict[str, Any]], singl
     readings = [watch_reading(**c) for c in changes]
     value = encode(envelope(readings[0] if single else readings))
     assert outcome(decode_message, value) == outcome(decode_message_reference, value)
+
+
+def test_the_watch_struct_expects_the_keys_in_the_order_watches_send_them() -> None:
+    sent = list(orjson.loads(SAMPLE_UPLOAD)["data"][0])
+    assert list(_WatchReading.__struct_fields__) == sent
