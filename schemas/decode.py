@@ -390,7 +390,7 @@ class _Decimals(dict[object, Decimal | None]):
         self.point = slice(-places - 1, -places)  # where "." is in text with `places` decimals
         self.zero = Decimal(0).quantize(exp)  # zero as quantize() gives it, without sign
 
-    def __missing__(self, value: object) -> Decimal:
+    def __missing__(self, value: object) -> Decimal | None:
         if type(value) is str:
             if len(value) > _NUMERAL_MAX or value.strip(_NUMERAL_CHARS):
                 raise _Unsure
@@ -402,6 +402,8 @@ class _Decimals(dict[object, Decimal | None]):
         elif type(value) is int:  # a JSON integer
             number = Decimal(value)
             quantized = False
+        elif value is None:  # only while another thread is between clear() and the line after
+            return None
         else:
             raise _Unsure
         if not self.low <= number <= self.high:  # on the value as sent, as the model does
