@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
 from pymysql.converters import escape_string
 
+from consumer.db.tables import UPLOAD_METHODS as LEGACY_UPLOAD_METHODS
 from consumer.pipeline.binding import Binding
 from consumer.sinks.mysql_rows import (
-    LEGACY_UPLOAD_METHODS,
     SlowRow,
     daily_rows,
     render_health_values,
@@ -238,150 +238,3 @@ def check(batches: list[list[HealthRecord]], bound: list[list[HealthRecord]], b:
         for r in done:
             assert redis_args(r) == redis_args_current(r), r
     assert dt.datetime(2025, 1, 1, 2, 3, 4).isoformat(" ") == "2025-01-01 02:03:04"
-
-
-# --- decoding with msgspec ---------------------------------------------------------------
-
-
-def msgspec_watch_decoder() -> Any:
-    """decode_message for the common watch shape through msgspec, or None without msgspec.
-
-    `{"data": [reading, ...]}` with only the keys watches send is decoded into typed,
-    range-checked Structs in C (unknown keys refused, so aliases, ids and slow fields are
-    left to decode_message); then the same checks and caches as schemas.decode's fast path
-    build the HealthRecords. Returns a function value -> records, or None to fall back.
-    """
-    try:
-        import msgspec
-    except ImportError:
-        return None
-    from msgspec import Meta
-
-    from schemas import decode as d
-    from schemas.reading import (
-        BLOOD_OXYGEN_MAX,
-        DEVICE_SN_MAX,
-        HEART_RATE_MAX,
-        INT32_MAX,
-        MAX_TIMESTAMP,
-        MIN_TIMESTAMP,
-        PRESSURE_MAX,
-        UPLOAD_METHODS,
-    )
-
-    def ranged(high: int) -> Any:
-        return Annotated[int, Meta(ge=0, le=high)] | None
-
-    reading = msgspec.defstruct(
-        "WatchReading",
-        [
-            ("deviceSn", str),
-            ("timestamp", str),
-            ("heart_rate", ranged(HEART_RATE_MAX), None),
-            ("blood_oxygen", ranged(BLOOD_OXYGEN_MAX), None),
-            ("blood_pressure_systolic", ranged(PRESSURE_MAX), None),
-            ("blood_pressure_diastolic", ranged(PRESSURE_MAX), None),
-            ("stress", ranged(INT32_MAX), None),
-            ("step", ranged(INT32_MAX), None),
-            *(
-                (name, str | None, None)
-                for name in (
-                    "body_temperature",
-                    "distance",
-                    "calorie",
-                    "latitude",
-                    "longitude",
-                    "altitude",
-                    "upload_method",
-                )
-            ),
-        ],
-        gc=False,
-        forbid_unknown_fields=True,
-    )
-    envelope = msgspec.defstruct("WatchUpload", [("data", list[reading])], gc=False)  # type: ignore[valid-type]
-    decode = msgspec.json.Decoder(envelope).decode
-    error = msgspec.ValidationError, msgspec.DecodeError
-    fields = (
-        ("body_temperature", d._temperature_hit, d._temperature),
-        ("distance", d._distance_hit, d._distance),
-        ("calorie", d._calorie_hit, d._calorie),
-        ("latitude", d._latitude_hit, d._latitude),
-        ("longitude", d._longitude_hit, d._longitude),
-        ("altitude", d._altitude_hit, d._altitude),
-    )
-    known, match, build, parse = d._known_sns, d._sn_match, d._build_record, d._fromisoformat
-
-    def watch(value: bytes) -> list[HealthRecord] | None:
-        try:
-            upload: Any = decode(value)
-        except error:
-            return None
-        out = []
-        for r in upload.data:
-            sn = r.deviceSn
-            if sn not in known and (len(sn) > DEVICE_SN_MAX or not match(sn)):
-                return None
-            text = r.timestamp
-            if len(text) != 19 or text[10] != " " or text[4] != "-" or text[13] != ":":
-                return None
-            try:
-                ts = parse(text)
-            except ValueError:
-                return None
-            if not MIN_TIMESTAMP <= ts < MAX_TIMESTAMP:
-                return None
-            decimals: list[Decimal | None] = []
-            for name, hit, convert in fields:
-                raw = getattr(r, name)
-                if raw is None:
-                    decimals.append(None)
-                    continue
-                value_ = hit(raw)
-                if value_ is None and (value_ := convert(raw)) is None:
-                    return None
-                decimals.append(value_)
-            method = r.upload_method
-            if method is not None and (method := UPLOAD_METHODS.get(method)) is None:
-                return None
-            temperature, distance, calorie, latitude, longitude, altitude = decimals
-            out.append(
-                build(
-                    sn,
-                    ts,
-                    None,
-                    None,
-                    None,
-                    r.heart_rate,
-                    r.blood_oxygen,
-                    temperature,
-                    r.blood_pressure_systolic,
-                    r.blood_pressure_diastolic,
-                    r.stress,
-                    r.step,
-                    distance,
-                    calorie,
-                    latitude,
-                    longitude,
-                    altitude,
-                    None,
-                    method,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                )
-            )
-        return out or None
-
-    return watch
-
-
-def check_decoder(watch: Any, values: list[bytes]) -> None:
-    """The msgspec path gives decode_message's records, for every benchmark message."""
-    from schemas.decode import decode_message
-
-    for v in values:
-        got = watch(v)
-        assert got is not None and got == decode_message(v).records, v

@@ -25,8 +25,6 @@ Alternatives, to size an optimization before anyone writes it (`alt_*`):
   range-checked Structs (Decimal fields, regex-checked SN and timestamp), no HealthRecord
 - alt_decode_msgspec_text: the same with the decimals kept as text and no regexes: the
   typed parse alone, to compare with decode_part_orjson_loads
-- alt_decode_msgspec_records: bench/prototypes.py's msgspec path for the watch shape, giving
-  decode_message's exact HealthRecords (checked on every message first)
 - alt_bind_builder: the same bind with schemas.decode's positional record builder instead
   of dataclasses.replace
 - alt_render_sql, alt_daily_weekly, alt_redis_args: bench/prototypes.py's versions of
@@ -35,12 +33,19 @@ Alternatives, to size an optimization before anyone writes it (`alt_*`):
 - alt_render_tsv: the rows as tab-separated text for LOAD DATA LOCAL INFILE
 
     .venv/bin/python bench/stages.py [--messages 100000] [--rounds 3] [--batch 1000]
+        [--steps decode,alt_decode] [--baseline-decoder FILE]
+`--steps` times only the steps whose names start with one of the given prefixes;
+`--baseline-decoder` adds decode_baseline, another commit's decode_message, interleaved with
+today's decode in the same rounds (before/after on the same load):
+    git show REV:schemas/decode.py > /tmp/decode_before.py
+    .venv/bin/python bench/stages.py --steps decode --baseline-decoder /tmp/decode_before.py
 Prints one JSON object (µs per reading per step); also bench/results/stages.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -169,6 +174,17 @@ def msgspec_decoder(
     return decode
 
 
+def load_decoder(path: Path) -> Callable[[bytes], object]:
+    """decode_message of a decode.py file (e.g. the previous commit's), beside today's."""
+    spec = importlib.util.spec_from_file_location("baseline_decode", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    decode: Callable[[bytes], object] = module.decode_message
+    return decode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -178,7 +194,22 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--no-redis", action="store_true", help="skip the real Redis step")
+    parser.add_argument(
+        "--steps",
+        default="",
+        help="comma-separated step names or prefixes to time (default: all), e.g. decode",
+    )
+    parser.add_argument(
+        "--baseline-decoder",
+        metavar="FILE",
+        help="a schemas/decode.py of another commit (git show REV:schemas/decode.py > FILE), "
+        "timed as the step decode_baseline after checking it gives decode's records",
+    )
     args = parser.parse_args()
+    selected = [p for p in args.steps.split(",") if p]
+
+    def wanted(*names: str) -> bool:
+        return any(not selected or n.startswith(tuple(selected)) for n in names)
 
     uploads = list(watch_uploads(args.messages, seed=args.seed))
     values = [u.value for u in uploads]
@@ -202,7 +233,8 @@ def main() -> int:
     steps_to_time: dict[str, Callable[[], object]] = {}
 
     def per_reading(name: str, step: Callable[[], object]) -> None:
-        steps_to_time[name] = step
+        if wanted(name):
+            steps_to_time[name] = step
 
     def decode_all() -> None:
         for v in values:
@@ -248,17 +280,26 @@ def main() -> int:
             ledger.flushed(report, [1_700_000_000_000] * len(batch))
 
     per_reading("decode", decode_all)
+    if args.baseline_decoder and wanted("decode_baseline"):
+        baseline = load_decoder(Path(args.baseline_decoder))
+        for v in values:  # same output first, so the saving is measured on the same work
+            assert repr(baseline(v)) == repr(decode_message(v)), v
+
+        def decode_baseline_all() -> None:  # as decode_all: keeping the results would
+            for v in values:  # make the garbage collector walk them, timed to this step
+                baseline(v)
+
+        per_reading("decode_baseline", decode_baseline_all)
     # What decode is made of: the JSON parse alone, and the Decimal conversions alone (the
     # decoder's own caches and converters on each reading's six decimal texts).
     per_reading("decode_part_orjson_loads", lambda: [orjson.loads(v) for v in values])
     texts = [[r.get(f) for f in DECIMAL_FIELDS] for v in values for r in orjson.loads(v)["data"]]
-    converters = [(getattr(d, f"_{name}_hit"), getattr(d, f"_{name}")) for name in DECIMAL_NAMES]
+    caches = [getattr(d, f"_{name.upper()}") for name in DECIMAL_NAMES]
 
     def decimals_all() -> None:
         for row in texts:
-            for raw, (hit, convert) in zip(row, converters, strict=True):
-                if raw is not None and hit(raw) is None:
-                    convert(raw)
+            for raw, cache in zip(row, caches, strict=True):
+                cache[raw]
 
     per_reading("decode_part_decimals", decimals_all)
     per_reading("intake", intake_all)
@@ -277,12 +318,9 @@ def main() -> int:
     text_decoder = msgspec_decoder(decimal=str, patterns=False)
     if text_decoder is not None:
         per_reading("alt_decode_msgspec_text", lambda: [text_decoder(v) for v in values])
-    watch = prototypes.msgspec_watch_decoder()
-    if watch is not None:
-        prototypes.check_decoder(watch, values)
-        per_reading("alt_decode_msgspec_records", lambda: [watch(v) for v in values])
 
-    prototypes.check(batches, bound, UNBOUND)
+    if wanted("alt_bind_builder", "alt_render_sql", "alt_daily_weekly", "alt_redis_args"):
+        prototypes.check(batches, bound, UNBOUND)
     latest = [newest_per_device(b) for b in bound]
 
     def bind_fast_all() -> None:
@@ -319,17 +357,19 @@ def main() -> int:
 
     for name, seconds in best_of(args.rounds, steps_to_time).items():
         us[name] = round(seconds * 1e6 / n, 3)
-    us["intake_extra"] = round(us["intake"] - us["decode"], 3)
+    if "intake" in us and "decode" in us:
+        us["intake_extra"] = round(us["intake"] - us["decode"], 3)
     redis = "redis_update" if "redis_update" in us else "redis_prepare"
     steps = ("decode", "intake_extra", "bind", "render_sql", "daily_weekly", redis, "ledger")
+    summed = all(s in us for s in steps)
     result = {
         "readings": n,
         "messages": len(values),
         "batch": args.batch,
         "rounds": args.rounds,
         "us_per_reading": us,
-        "sum_of_steps_us": round(sum(us[s] for s in steps), 3),
-        "steps_summed": steps,
+        "sum_of_steps_us": round(sum(us[s] for s in steps), 3) if summed else None,
+        "steps_summed": steps if summed else (),
         "loadavg_1m": round(os.getloadavg()[0], 2),
         "command": "bench/stages.py " + " ".join(sys.argv[1:]),
     }

@@ -1,12 +1,15 @@
 """Kafka message value (bytes) -> HealthRecords, plus what was wrong with the rest.
 
-Two paths with one meaning. The fast path handles the readings real watches send (exact
-types, values in range) with plain dict look-ups, because pydantic validation plus a
-model-to-record copy costs several times the 12 us per message the throughput target
-leaves. Whenever it is not sure - a numeric string, a float, a duplicate alias, any value
-it would reject - it hands the reading to the pydantic `Reading` model, which is the
-contract and also writes the error messages. `decode_message_reference` runs only the
-model; the unit tests check that both agree.
+Two paths with one meaning. The fast path handles what real watches send (exact types,
+values in range), because pydantic validation plus a model-to-record copy costs several
+times the budget: a watch's upload (`{"data": [reading, ...]}`, nearly every message) is
+parsed by msgspec straight into typed Structs (`_watch_records`); any other message is
+parsed by orjson and each reading looked up in its dict (`_fast_record`). Whenever the
+fast path is not sure - a numeric string, a float, a duplicate alias, any value it would
+reject - it hands over to the pydantic `Reading` model, which is the contract and also
+writes the error messages: the typed parse gives the whole message to the dict path,
+which gives a reading to the model. `decode_message_reference` runs only the model; the
+unit tests check that both agree.
 
 Two kinds of problem, both dead-letter the message once (intake): a `ReadingError` loses
 the reading; a `DroppedField` (a slow field whose content is unusable) loses only that
@@ -15,14 +18,15 @@ field, because the legacy upload path kept the vital signs of such a reading.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, make_dataclass
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
+from msgspec import Meta
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
@@ -51,7 +55,6 @@ from schemas.reading import (
     Reading,
     json_kind,
     normalize_upload_method,
-    quantize,
     shorten,
     sleep_field,
     sleep_hours,
@@ -334,64 +337,98 @@ _COMMON_NAMES = frozenset(
         "body_temperature", "distance", "calorie", "latitude", "longitude", "altitude",
     }
 )  # fmt: skip
-_DECIMAL_TEXT = re.compile(r"-?\d{1,12}(?:\.\d{1,12})?", re.ASCII)
-_CACHE_LIMIT = 4096
 _SN_CACHE_LIMIT = 100_000  # about a fleet; ~10 MB at most
 _fromisoformat = datetime.fromisoformat
 _sn_match = DEVICE_SN_RE.fullmatch
 _SLOW_NULL = ("null", None)
-
-
-class _DecimalField:
-    """Text -> quantized Decimal within [low, high]; None lets the model decide.
-
-    Memoizes the text: a few values ("0.0", "36.5", "0") make up most readings, and
-    Decimal parsing plus rounding would otherwise be the dearest part of a reading.
-    """
-
-    __slots__ = ("cache", "exp", "high", "low")
-
-    def __init__(self, low: Decimal, high: Decimal, exp: Decimal) -> None:
-        self.cache: dict[str, Decimal] = {}
-        self.low = low
-        self.high = high
-        self.exp = exp
-
-    def convert(self, value: object) -> Decimal | None:
-        if type(value) is str:
-            if not _DECIMAL_TEXT.fullmatch(value):
-                return None
-            number = Decimal(value)
-        elif type(value) is int:
-            number = Decimal(value)
-        else:
-            return None
-        if not self.low <= number <= self.high:
-            return None
-        result = quantize(number, self.exp)
-        if type(value) is str and len(self.cache) < _CACHE_LIMIT:
-            self.cache[value] = result
-        return result
-
-
-_TEMPERATURE = _DecimalField(TEMPERATURE_MIN, TEMPERATURE_MAX, CENT)
-_DISTANCE = _DecimalField(AMOUNT_MIN, AMOUNT_MAX, CENT)
-_CALORIE = _DecimalField(AMOUNT_MIN, AMOUNT_MAX, CENT)
-_LATITUDE = _DecimalField(-LATITUDE_MAX, LATITUDE_MAX, MICRO)
-_LONGITUDE = _DecimalField(-LONGITUDE_MAX, LONGITUDE_MAX, MICRO)
-_ALTITUDE = _DecimalField(-ALTITUDE_MAX, ALTITUDE_MAX, CENT)
-# Bound methods, so a cache hit costs one C call and no Python frame.
-_temperature_hit, _temperature = _TEMPERATURE.cache.get, _TEMPERATURE.convert
-_distance_hit, _distance = _DISTANCE.cache.get, _DISTANCE.convert
-_calorie_hit, _calorie = _CALORIE.cache.get, _CALORIE.convert
-_latitude_hit, _latitude = _LATITUDE.cache.get, _LATITUDE.convert
-_longitude_hit, _longitude = _LONGITUDE.cache.get, _LONGITUDE.convert
-_altitude_hit, _altitude = _ALTITUDE.cache.get, _ALTITUDE.convert
-_known_sns: set[str] = set()
+# A timestamp's separators, at [4], [7], [10], [13], [16] of "yyyy-MM-dd HH:mm:ss": one
+# slice and compare instead of five, which together with len() == 19 pins the layout;
+# fromisoformat() then checks the digits. The unit tests hold this to TIMESTAMP_RE.
+_TIMESTAMP_SEPARATORS = slice(4, 17, 3)
 
 
 class _Unsure(Exception):
     """The fast path defers this reading to the model."""
+
+
+# Characters of the only decimal text converted outside the model; see _Decimals.
+_NUMERAL_CHARS = "0123456789.-"
+_NUMERAL_MAX = 32  # longer text goes to the model, and never into a cache
+# Per field: ~200 bytes an entry, ~3 MB when full. Holds a day of distance and calorie
+# text ("%.1f" of what a watch counts).
+_CACHE_LIMIT = 1 << 14
+
+
+class _Decimals(dict[object, Decimal | None]):
+    """A decimal field: wire value -> its Decimal, quantized as the model does, memoized.
+
+    `field[value]` is the whole hot path: a value seen before costs one dict look-up in
+    C and no Python call (None, "not sent", is a permanent entry). Most readings repeat
+    a few texts ("0", "0.0", a temperature), but distance, calorie and GPS vary per
+    reading, so a miss must be cheap too. `__missing__` converts without a regex: one
+    str.strip() for the characters, then Decimal's own parser for the grammar, which
+    with only digits, "." and "-" leaves an optional leading minus and digits with at
+    most one point (a subset of the model's grammar, read to the same value); and no
+    quantize() when the text already has the field's decimals ("%.6f" GPS). Anything
+    else raises _Unsure (the model decides), an unhashable value TypeError (likewise).
+
+    Only text that needed rounding is memoized. Text already at the field's scale is a
+    GPS fix ("%.6f"), a new value almost every time: memoizing fixes only churned the
+    cache (1.3 us more per reading on the benchmark's watch workload, where 30% of the
+    readings carry one). When full the cache starts over rather than keeping its first
+    values forever, so it follows the values of the moment (today's distances).
+    """
+
+    __slots__ = ("exp", "high", "low", "point", "zero")
+
+    def __init__(self, low: Decimal, high: Decimal, exp: Decimal) -> None:
+        super().__init__({None: None})
+        self.low = low
+        self.high = high
+        self.exp = exp
+        places = len(str(exp)) - 2  # "0.01" -> 2
+        self.point = slice(-places - 1, -places)  # where "." is in text with `places` decimals
+        self.zero = Decimal(0).quantize(exp)  # zero as quantize() gives it, without sign
+
+    def __missing__(self, value: object) -> Decimal | None:
+        if type(value) is str:
+            if len(value) > _NUMERAL_MAX or value.strip(_NUMERAL_CHARS):
+                raise _Unsure
+            try:
+                number = Decimal(value)
+            except ArithmeticError:  # InvalidOperation: "", "-", "1.2.3", "1-2"
+                raise _Unsure from None
+            quantized = value[self.point] == "."
+        elif type(value) is int:  # a JSON integer
+            number = Decimal(value)
+            quantized = False
+        elif value is None:  # only while another thread is between clear() and the line after
+            return None
+        else:
+            raise _Unsure
+        if not self.low <= number <= self.high:  # on the value as sent, as the model does
+            raise _Unsure
+        if not number:
+            number = self.zero  # "-0.0": quantize() would keep the sign, the model drops it
+        elif not quantized:
+            number = number.quantize(self.exp, rounding=ROUND_HALF_UP)
+            if not number:  # "-0.001"
+                number = self.zero
+        if type(value) is str and not quantized:  # not an int: 1 == 1.0 == True finds it
+            if len(self) >= _CACHE_LIMIT:
+                self.clear()
+                self[None] = None
+            self[value] = number
+        return number
+
+
+_TEMPERATURE = _Decimals(TEMPERATURE_MIN, TEMPERATURE_MAX, CENT)
+_DISTANCE = _Decimals(AMOUNT_MIN, AMOUNT_MAX, CENT)
+_CALORIE = _Decimals(AMOUNT_MIN, AMOUNT_MAX, CENT)
+_LATITUDE = _Decimals(-LATITUDE_MAX, LATITUDE_MAX, MICRO)
+_LONGITUDE = _Decimals(-LONGITUDE_MAX, LONGITUDE_MAX, MICRO)
+_ALTITUDE = _Decimals(-ALTITUDE_MAX, ALTITUDE_MAX, CENT)
+_known_sns: set[str] = set()
 
 
 def _party(value: object, default: int | None) -> int | None:
@@ -481,18 +518,8 @@ def _fast_record(raw: dict[str, Any], parties: Parties) -> HealthRecord | None:
             return None
         if len(_known_sns) < _SN_CACHE_LIMIT:
             _known_sns.add(device_sn)
-    # The separators pin the layout to yyyy-MM-dd HH:mm:ss; fromisoformat checks the
-    # digits. Cheaper than TIMESTAMP_RE, and the unit tests hold the two to agreement.
     text = get("timestamp")
-    if (
-        type(text) is not str
-        or len(text) != 19
-        or text[10] != " "
-        or text[4] != "-"
-        or text[7] != "-"
-        or text[13] != ":"
-        or text[16] != ":"
-    ):
+    if type(text) is not str or len(text) != 19 or text[_TIMESTAMP_SEPARATORS] != "-- ::":
         return None
     try:
         timestamp = _fromisoformat(text)
@@ -528,51 +555,20 @@ def _fast_record(raw: dict[str, Any], parties: Parties) -> HealthRecord | None:
     if step is not None and (type(step) is not int or not 0 <= step <= INT32_MAX):
         return None
 
-    # Cache hit first (one C call); an unhashable value raises TypeError: not ours.
     try:
-        temperature = get("body_temperature")
-        if temperature is not None:
-            hit = _temperature_hit(temperature)
-            if hit is None and (hit := _temperature(temperature)) is None:
-                return None
-            temperature = hit
-        distance = get("distance")
-        if distance is not None:
-            hit = _distance_hit(distance)
-            if hit is None and (hit := _distance(distance)) is None:
-                return None
-            distance = hit
-        calorie = get("calorie")
-        if calorie is not None:
-            hit = _calorie_hit(calorie)
-            if hit is None and (hit := _calorie(calorie)) is None:
-                return None
-            calorie = hit
-        latitude = get("latitude")
-        if latitude is not None:
-            hit = _latitude_hit(latitude)
-            if hit is None and (hit := _latitude(latitude)) is None:
-                return None
-            latitude = hit
-        longitude = get("longitude")
-        if longitude is not None:
-            hit = _longitude_hit(longitude)
-            if hit is None and (hit := _longitude(longitude)) is None:
-                return None
-            longitude = hit
-        altitude = get("altitude")
-        if altitude is not None:
-            hit = _altitude_hit(altitude)
-            if hit is None and (hit := _altitude(altitude)) is None:
-                return None
-            altitude = hit
+        temperature = _TEMPERATURE[get("body_temperature")]
+        distance = _DISTANCE[get("distance")]
+        calorie = _CALORIE[get("calorie")]
+        latitude = _LATITUDE[get("latitude")]
+        longitude = _LONGITUDE[get("longitude")]
+        altitude = _ALTITUDE[get("altitude")]
         method = get("upload_method")
         if method is not None:
             known = UPLOAD_METHODS.get(method)
             if known is None:
                 known = normalize_upload_method(method)
             method = known
-    except (TypeError, PydanticCustomError):
+    except (_Unsure, TypeError, PydanticCustomError):
         return None
 
     customer_id, org_id, user_id = parties
@@ -606,6 +602,110 @@ def _fast_record(raw: dict[str, Any], parties: Parties) -> HealthRecord | None:
 
 
 # ---------------------------------------------------------------------------------------
+# Watch uploads: one typed parse
+# ---------------------------------------------------------------------------------------
+
+# What a watch sends, each key of the one type it sends, ranges as Meta constraints.
+_HeartRate = Annotated[int, Meta(ge=0, le=HEART_RATE_MAX)]
+_BloodOxygen = Annotated[int, Meta(ge=0, le=BLOOD_OXYGEN_MAX)]
+_Pressure = Annotated[int, Meta(ge=0, le=PRESSURE_MAX)]
+_Count = Annotated[int, Meta(ge=0, le=INT32_MAX)]
+# UPLOAD_METHODS' keys (a unit test holds them equal): any other uplink, or another case,
+# goes the general way and comes out normalized.
+_UploadMethod = Literal["wifi", "bluetooth", "common_event", "esim", "4g"]
+
+
+class _WatchReading(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):
+    """A reading with the keys `_COMMON_NAMES` (primary names only) and nothing else.
+
+    In the order watches send them (tests/unit/payloads.py SAMPLE_UPLOAD): msgspec looks
+    for each key first where the previous one was found.
+    """
+
+    deviceSn: str
+    heart_rate: _HeartRate | None = None
+    blood_oxygen: _BloodOxygen | None = None
+    body_temperature: str | None = None
+    step: _Count | None = None
+    distance: str | None = None
+    calorie: str | None = None
+    latitude: str | None = None
+    longitude: str | None = None
+    altitude: str | None = None
+    stress: _Count | None = None
+    upload_method: _UploadMethod | None = None
+    blood_pressure_systolic: _Pressure | None = None
+    blood_pressure_diastolic: _Pressure | None = None
+    timestamp: str
+
+
+class _WatchUpload(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """`{"data": [reading, ...]}` or `{"data": reading}`, no envelope ids."""
+
+    data: list[_WatchReading] | _WatchReading
+
+
+_parse_watch_upload = msgspec.json.Decoder(_WatchUpload).decode
+# What msgspec raises on anything else (ValidationError is a DecodeError; invalid UTF-8
+# in a string is a UnicodeDecodeError).
+_NOT_A_WATCH_UPLOAD = (msgspec.DecodeError, UnicodeDecodeError)
+
+
+def _watch_records(value: bytes, max_readings: int) -> list[HealthRecord] | None:
+    """The records of a watch upload, or None to let the general path decide.
+
+    Nearly every message is a watch's upload, and for those orjson's dicts cost more
+    than the rest of the decoder: a parse into Python objects, then a look-up, a type
+    test and a range test per field. Here msgspec parses in C straight into Structs that
+    admit only what a watch sends (above: exact types, vitals in range, known uplinks, no
+    other key), so what is left in Python per reading is the SN, the timestamp, the six
+    decimal caches and the positional record builder.
+
+    All or nothing: whatever it does not accept (another shape, a wrong type, a value
+    out of range, a decimal text the caches defer, one bad reading among many, bytes
+    that are not JSON) returns None, and the message is decoded from scratch by the
+    general path, so every error, dropped field and reason comes from where it always
+    did. What it accepts is what _fast_record accepts of the same reading, with the
+    same result; the unit tests hold both to the model.
+    """
+    try:
+        data = _parse_watch_upload(value).data
+    except _NOT_A_WATCH_UPLOAD:
+        return None
+    if isinstance(data, _WatchReading):
+        data = [data]
+    elif not data or len(data) > max_readings:
+        return None
+    records: list[HealthRecord] = []
+    append = records.append
+    try:
+        for r in data:
+            device_sn = r.deviceSn
+            if device_sn not in _known_sns:
+                if len(device_sn) > DEVICE_SN_MAX or not _sn_match(device_sn):
+                    return None
+                if len(_known_sns) < _SN_CACHE_LIMIT:
+                    _known_sns.add(device_sn)
+            text = r.timestamp
+            if len(text) != 19 or text[_TIMESTAMP_SEPARATORS] != "-- ::":
+                return None
+            timestamp = _fromisoformat(text)  # ValueError: not a date
+            if not MIN_TIMESTAMP <= timestamp < MAX_TIMESTAMP:
+                return None
+            record = _build_record(
+                device_sn, timestamp, None, None, None, r.heart_rate, r.blood_oxygen,
+                _TEMPERATURE[r.body_temperature], r.blood_pressure_systolic,
+                r.blood_pressure_diastolic, r.stress, r.step, _DISTANCE[r.distance],
+                _CALORIE[r.calorie], _LATITUDE[r.latitude], _LONGITUDE[r.longitude],
+                _ALTITUDE[r.altitude], None, r.upload_method, None, None, None, None, None,
+            )  # fmt: skip
+            append(record)
+    except (ValueError, _Unsure):
+        return None
+    return records
+
+
+# ---------------------------------------------------------------------------------------
 # Entry points
 # ---------------------------------------------------------------------------------------
 
@@ -614,9 +714,11 @@ def _decode(
     value: bytes,
     max_readings: int,
     max_message_bytes: int,
-    fast: Callable[[dict[str, Any], Parties], HealthRecord | None] | None,
+    fast: bool,
     default_timestamp: datetime | None = None,
 ) -> DecodedMessage:
+    """`fast`: a watch upload in one typed parse, the other readings through _fast_record,
+    the model for what they defer; otherwise the model for every reading."""
     # Before parsing: the parsed document takes ~6x the message's size (~29x for tiny
     # objects), and too_many_readings can only be judged after parsing.
     if len(value) > max_message_bytes:
@@ -624,6 +726,8 @@ def _decode(
             "message_too_large",
             f"{len(value)} bytes, at most {max_message_bytes} allowed",
         )
+    if fast and (watch := _watch_records(value, max_readings)) is not None:
+        return DecodedMessage(watch, [], [], 0)
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
@@ -636,7 +740,7 @@ def _decode(
     dropped: list[DroppedField] = []
     defaulted = 0
     for index, raw in enumerate(readings):
-        record = fast(raw, parties) if fast is not None and type(raw) is dict else None
+        record = _fast_record(raw, parties) if fast and type(raw) is dict else None
         if record is None:
             # The fast path never defaults: a reading without a time is rare, and the
             # model then judges it like one that carries the default as sent.
@@ -677,7 +781,7 @@ def decode_message(
     error, which is what a gateway that has no message time yet must report.
     """
     try:
-        return _decode(value, max_readings, max_message_bytes, _fast_record, default_timestamp)
+        return _decode(value, max_readings, max_message_bytes, True, default_timestamp)
     except MessageError:
         raise
     except Exception as exc:
@@ -696,7 +800,7 @@ def decode_message_reference(
     For tests and for debugging a disputed message; production uses `decode_message`.
     """
     try:
-        return _decode(value, max_readings, max_message_bytes, None, default_timestamp)
+        return _decode(value, max_readings, max_message_bytes, False, default_timestamp)
     except MessageError:
         raise
     except Exception as exc:

@@ -69,10 +69,9 @@ Outcome = tuple[str, ...]
 
 def unguarded(value: bytes, fast: bool) -> Outcome:
     """A comparable summary of a decode; any exception but MessageError propagates."""
-    fast_path = schemas.decode._fast_record if fast else None
     try:
         with default_recursion_limit():
-            decoded = schemas.decode._decode(value, MAX_READINGS, 1 << 20, fast_path)
+            decoded = schemas.decode._decode(value, MAX_READINGS, 1 << 20, fast)
     except MessageError as exc:
         return ("error", exc.reason, exc.detail)
     return ("ok", *(repr(x) for x in _fields(decoded)))

@@ -65,8 +65,7 @@ FIVE_THOUSAND_DIGITS = "1" * 5000
 
 def _unguarded(fast: bool) -> Decoder:
     def decode(value: bytes, *, max_readings: int = 1000, max_message_bytes: int = 1 << 20) -> Any:
-        fast_path = schemas.decode._fast_record if fast else None
-        return schemas.decode._decode(value, max_readings, max_message_bytes, fast_path)
+        return schemas.decode._decode(value, max_readings, max_message_bytes, fast)
 
     return decode
 
@@ -433,6 +432,7 @@ def test_an_unexpected_exception_becomes_undecodable(
         raise ZeroDivisionError("x" * 10_000)
 
     monkeypatch.setattr(schemas.decode, "_split", explode)
+    monkeypatch.setattr(schemas.decode, "_watch_records", explode)  # the one for a watch's
     with pytest.raises(MessageError) as info:
         decode(SAMPLE_UPLOAD)
     assert info.value.reason == "undecodable"
@@ -447,6 +447,7 @@ def test_the_guard_lets_interrupts_through(monkeypatch: pytest.MonkeyPatch) -> N
         raise KeyboardInterrupt
 
     monkeypatch.setattr(schemas.decode, "_split", interrupt)
+    monkeypatch.setattr(schemas.decode, "_watch_records", interrupt)
     with pytest.raises(KeyboardInterrupt):
         decode_message(SAMPLE_UPLOAD)
 
