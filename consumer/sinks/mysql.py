@@ -101,7 +101,9 @@ def make_engine(database_url: str, pool_size: int) -> Engine:
             "connect_timeout": 5,
             "read_timeout": 60,
             "write_timeout": 60,
-            "init_command": "SET SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'",
+            # max_error_count: SHOW WARNINGS lists every duplicate a LOAD DATA skipped.
+            "init_command": "SET SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION', "
+            f"max_error_count = {MAX_ERROR_COUNT}",
             **tls_args(make_url(database_url)),
         },
     )
@@ -229,12 +231,14 @@ HEALTH_LOAD_SQL = (
     "LINES TERMINATED BY '\\n' ({})".format(", ".join(f"`{c}`" for c in HEALTH_COLUMNS))
 )
 # Rows per LOAD DATA: the warning count in the OK packet stops at 65535, so a statement
-# never skips more duplicates than that (see load_health_rows); ~1.7 MB of text.
+# never skips more rows than that (see load_health_rows); ~1.7 MB of text.
 LOAD_ROWS_PER_STATEMENT = 10_000
 INFILE_PACKET_BYTES = 64 * 1024
 # The server refuses LOAD DATA LOCAL (local_infile switched off since the connection
 # asked): MariaDB/MySQL 1148, MySQL 8 3948.
 LOAD_DATA_REFUSED = frozenset({1148, 3948})
+DUPLICATE_KEY = 1062
+MAX_ERROR_COUNT = 65535  # the server's maximum; the default (64) lists too few warnings
 DAILY_SQL = _slow_upsert_sql("t_user_health_data_daily", "date", DAILY_FIELDS)
 WEEKLY_SQL = _slow_upsert_sql("t_user_health_data_weekly", "week_start", WEEKLY_FIELDS)
 ALERT_SQL = _insert_sql("t_alert_info", ALERT_COLUMNS, "id = id")
@@ -369,14 +373,18 @@ def _sn_key(device_sn: str) -> str:
 def load_health_rows(dbapi: InfileConnection, records: list[HealthRecord]) -> int:
     """LOAD DATA LOCAL INFILE ... IGNORE of the rows, sent from memory; return inserted.
 
-    IGNORE (which LOCAL implies anyway) turns what strict mode refuses in an INSERT (a
-    value too long, out of range, a bad date...) into a warning and stores a coerced
-    value. So the warnings are counted: every skipped row (a duplicate key) gives exactly
-    one warning (1062), so any warning beyond `len(records) - inserted` is a value the
-    server changed or a note about one. Then the batch is not kept: RedoWithInsert rolls
-    the transaction back and `MySQLSink.write` redoes it with the INSERT, which stores the
-    same rows or raises the error the flush bisects down to the dead-letter topic. The
-    count comes in the OK packet: no SHOW WARNINGS round trip.
+    IGNORE (which LOCAL implies anyway) turns what strict mode refuses in an INSERT into
+    a warning: a value too long, out of range or not a date is coerced and stored, a row
+    that fails a CHECK constraint (or a foreign key, a partition) is skipped. So the
+    result is kept only when every warning is a duplicate key (1062), one per skipped
+    row, which is what the INSERT's `ON DUPLICATE KEY UPDATE id = id` makes of the same
+    rows. Anything else raises RedoWithInsert: the transaction is rolled back and
+    `MySQLSink.write` redoes the batch with the INSERT, which stores the same rows or
+    raises the error the flush bisects down to the dead-letter topic.
+
+    The warning count comes in the OK packet: a batch without duplicates costs no extra
+    round trip. With duplicates (replays), SHOW WARNINGS lists them; the session's
+    max_error_count (make_engine) keeps all of a statement's warnings listable.
     """
     data = render_health_tsv(records).encode("utf-8")
     cursor = dbapi.cursor()
@@ -385,14 +393,22 @@ def load_health_rows(dbapi: InfileConnection, records: list[HealthRecord]) -> in
         cursor.execute(HEALTH_LOAD_SQL)
         inserted = int(cursor.rowcount)
         warnings = int(cursor.warning_count)
+        skipped = len(records) - inserted
+        if warnings == skipped == 0:
+            return inserted
+        codes: list[int] = []
+        if warnings == skipped <= MAX_ERROR_COUNT:
+            cursor.execute("SHOW WARNINGS")
+            codes = [int(row[1]) for row in cursor.fetchall()]
     finally:
         dbapi.infile = None
         cursor.close()
-    if warnings != len(records) - inserted:
-        raise RedoWithInsert(
-            f"LOAD DATA: {warnings} warnings for {len(records) - inserted} skipped rows"
-        )
-    return inserted
+    if warnings == skipped == len(codes) and all(code == DUPLICATE_KEY for code in codes):
+        return inserted
+    other = sorted({c for c in codes if c != DUPLICATE_KEY})
+    raise RedoWithInsert(
+        f"LOAD DATA: {warnings} warnings (codes {other or 'not listed'}) for {skipped} skipped rows"
+    )
 
 
 def execute_literal(conn: Connection, sql: str) -> int:

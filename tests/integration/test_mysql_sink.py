@@ -166,13 +166,34 @@ def test_a_value_strict_mode_refuses_is_refused_on_the_load_data_path(
     assert loads == [2, 1] and sink.load_data_redone == 1
 
 
-def test_duplicates_alone_do_not_count_as_coerced_values(engine: Engine, loads: list[int]) -> None:
+def test_a_row_a_check_constraint_skips_is_refused_not_counted_as_a_duplicate(
+    engine: Engine, loads: list[int]
+) -> None:
+    """IGNORE skips a row that fails a CHECK constraint (warning 4025), exactly as it
+    skips a duplicate: only the warnings' codes tell the two apart."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "ALTER TABLE t_user_health_data ADD CONSTRAINT chk_hr CHECK (heart_rate < 250)"
+        )
     sink = MySQLSink(engine)
-    records = [make_record("D", seconds=i) for i in range(50)]
-    sink.write(records[:20], [])
+    good = [make_record("GOOD", seconds=i) for i in range(3)]
+    sink.write(good[:1], [])
+    with pytest.raises(RowRejected, match="4025"):
+        sink.write([*good, make_record("BAD", heart_rate=260)], [])
+    assert loads == [1, 4] and sink.load_data_redone == 1
+    assert len(stored(engine)) == 1
+
+
+def test_duplicates_alone_do_not_count_as_coerced_values(engine: Engine, loads: list[int]) -> None:
+    """More duplicates than the server lists by default (max_error_count 64)."""
+    sink = MySQLSink(engine)
+    records = [make_record("D", seconds=i) for i in range(300)]
+    sink.write(records[:200], [])
     result = sink.write(records, [])
-    assert (result.inserted, result.duplicates, sink.load_data_redone) == (30, 20, 0)
-    assert loads == [20, 50]
+    assert (result.inserted, result.duplicates, sink.load_data_redone) == (100, 200, 0)
+    assert loads == [200, 300]
+    result = sink.write([*records, *records], [])  # twice in one batch, all stored
+    assert (result.inserted, result.duplicates, sink.load_data_redone) == (0, 600, 0)
 
 
 def test_insert_is_used_where_load_data_is_not_available(
