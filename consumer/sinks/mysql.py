@@ -121,7 +121,7 @@ LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 def tls_args(url: URL) -> dict[str, Any]:
     """`ssl_disabled` for a local server, unless the URL says anything about TLS.
 
-    Without TLS options PyMySQL (>= 1.2) runs in "preferred" mode: every new connection
+    Without TLS options PyMySQL (1.2 here) runs in "preferred" mode: every new connection
     builds an SSL context, loading the system's CA bundle (1.4% of a replica's CPU in a
     drain, more with connection churn), to encrypt if the server offers TLS, unverified.
     On the loopback or a unix socket that protects nothing, so it is skipped there. Any
@@ -131,10 +131,8 @@ def tls_args(url: URL) -> dict[str, Any]:
     keeps it.
     """
     query = {k.lower() for k in url.query}
-    if any(k.startswith("ssl") for k in query) or query & {
-        "read_default_file",
-        "read_default_group",
-    }:
+    option_file = query & {"read_default_file", "read_default_group"}
+    if option_file or any(k.startswith("ssl") for k in query):
         return {}
     host = (url.host or "localhost").lower()
     local = host in LOCAL_HOSTS or host.startswith("127.") or "unix_socket" in query

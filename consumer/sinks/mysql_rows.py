@@ -205,7 +205,9 @@ def render_health_values(records: list[HealthRecord]) -> str:
     for r in records:
         sn = sn_get(r.device_sn) or _sn_sql(r.device_sn)
         method = method_get(r.upload_method) or _method_sql(r.upload_method)
-        append(
+        # Two f-strings: CPython compiles one of more than 30 parts into a list and a
+        # str.join call instead of one BUILD_STRING (~10% of the render).
+        ints = (
             f"({sn},{'NULL' if r.user_id is None else r.user_id},"
             f"{'NULL' if r.org_id is None else r.org_id},{r.customer_id or 0},"
             f"{'NULL' if r.heart_rate is None else r.heart_rate},"
@@ -214,7 +216,9 @@ def render_health_values(records: list[HealthRecord]) -> str:
             f"{'NULL' if r.blood_oxygen is None else r.blood_oxygen},"
             f"{'NULL' if r.stress is None else r.stress},"
             f"{'NULL' if r.step is None else r.step},"
-            f"{'NULL' if r.temperature is None else r.temperature!s},"
+        )
+        append(
+            f"{ints}{'NULL' if r.temperature is None else r.temperature!s},"
             f"{'NULL' if r.latitude is None else r.latitude!s},"
             f"{'NULL' if r.longitude is None else r.longitude!s},"
             f"{'NULL' if r.altitude is None else r.altitude!s},"
@@ -268,7 +272,7 @@ def render_health_tsv(records: list[HealthRecord]) -> str:
     for r in records:
         sn = sn_get(r.device_sn) or _sn_tsv(r.device_sn)
         method = method_get(r.upload_method) or _method_tsv(r.upload_method)
-        append(
+        ints = (  # two f-strings, as in render_health_values
             f"{sn}\t{null if r.user_id is None else r.user_id}\t"
             f"{null if r.org_id is None else r.org_id}\t{r.customer_id or 0}\t"
             f"{null if r.heart_rate is None else r.heart_rate}\t"
@@ -277,7 +281,9 @@ def render_health_tsv(records: list[HealthRecord]) -> str:
             f"{null if r.blood_oxygen is None else r.blood_oxygen}\t"
             f"{null if r.stress is None else r.stress}\t"
             f"{null if r.step is None else r.step}\t"
-            f"{null if r.temperature is None else r.temperature!s}\t"
+        )
+        append(
+            f"{ints}{null if r.temperature is None else r.temperature!s}\t"
             f"{null if r.latitude is None else r.latitude!s}\t"
             f"{null if r.longitude is None else r.longitude!s}\t"
             f"{null if r.altitude is None else r.altitude!s}\t"
