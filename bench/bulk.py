@@ -1,15 +1,17 @@
 """Bulk-insert ceiling: the benchmark's rows written by the consumer's own DB path, no Kafka.
 
-Regenerates the uploads of a scenario (same seed, same bytes), decodes them and binds them
+Regenerates the uploads of a scenario (same seed, same bytes), decodes and binds them
 as a replica does on a database without the legacy device tables (customer 0), all before
 the clock starts. Then writes them with `consumer.sinks.mysql.MySQLSink.write` in batches
-of --batch records (one transaction per batch, the rendered multi-row INSERT of the
-replica) from --threads threads, each with its own pooled connection.
+of --batch records (one transaction per batch, as a replica's flush) from --threads
+threads, each with its own pooled connection of `make_engine`.
 
 Variants, to size database-side optimizations (same rows, same table):
-- --mode load_data: each batch as tab-separated text through LOAD DATA LOCAL INFILE ...
-  IGNORE (duplicates skipped, as the INSERT's `ON DUPLICATE KEY UPDATE id = id`);
-- --drop-index NAME: drop that secondary index of t_user_health_data first.
+- --mode load_data (the default, what the consumer does): the health rows through LOAD
+  DATA LOCAL INFILE ... IGNORE from memory; --mode insert: the rendered multi-row
+  `INSERT ... ON DUPLICATE KEY UPDATE id = id` (MySQLSink(load_data=False));
+- --drop-index NAME: drop that secondary index of t_user_health_data first;
+- --add-index NAME: add one of ADDABLE (an index an earlier schema had) first.
 
 Handshake, so the caller can snapshot MariaDB's per-thread CPU around exactly the inserts:
 prints `READY <local port of each DB connection>` once the connections are open, waits for
@@ -21,16 +23,11 @@ a line on stdin, inserts, prints one JSON line (rows, seconds, cpu_seconds of th
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-
-from sqlalchemy import Engine, create_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,46 +35,11 @@ sys.path.insert(0, str(ROOT))
 from bench.workload import watch_uploads  # noqa: E402
 from consumer.pipeline.binding import UNBOUND, bind  # noqa: E402
 from consumer.sinks.mysql import MySQLSink, make_engine  # noqa: E402
-from consumer.sinks.mysql_rows import HEALTH_COLUMNS  # noqa: E402
 from schemas.decode import decode_message  # noqa: E402
 from schemas.record import HealthRecord  # noqa: E402
 
-SQL_MODE = "SET SESSION sql_mode = 'STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION'"
-LOAD_SQL = (
-    "LOAD DATA LOCAL INFILE '{path}' IGNORE INTO TABLE t_user_health_data "
-    "CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' "
-    "LINES TERMINATED BY '\\n' ({columns})"
-)
-
-
-def _tsv(value: object) -> str:
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-    if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
-
-
-def load_data_writer(engine: Engine, folder: Path) -> Callable[[list[HealthRecord]], int]:
-    """One transaction per batch: the rows as a TSV file, LOAD DATA LOCAL INFILE IGNORE."""
-    columns = ", ".join(f"`{c}`" for c in HEALTH_COLUMNS)
-
-    def write(batch: list[HealthRecord]) -> int:
-        path = folder / f"{threading.get_ident()}.tsv"
-        path.write_text(
-            "\n".join("\t".join(_tsv(getattr(r, c)) for c in HEALTH_COLUMNS) for r in batch) + "\n"
-        )
-        with engine.begin() as conn:
-            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.execute(LOAD_SQL.format(path=path, columns=columns))
-                return int(cursor.rowcount)
-            finally:
-                cursor.close()
-
-    return write
+# Indexes of earlier schemas, to measure what they cost (0003 dropped the first).
+ADDABLE = {"idx_health_customer_ts": "(customer_id, `timestamp`)"}
 
 
 def main() -> int:
@@ -90,8 +52,9 @@ def main() -> int:
     parser.add_argument("--array-size", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--mode", choices=("insert", "load_data"), default="insert")
+    parser.add_argument("--mode", choices=("insert", "load_data"), default="load_data")
     parser.add_argument("--drop-index", action="append", default=[])
+    parser.add_argument("--add-index", action="append", default=[], choices=sorted(ADDABLE))
     args = parser.parse_args()
 
     records: list[HealthRecord] = []
@@ -106,23 +69,17 @@ def main() -> int:
     batches = [records[i : i + args.batch] for i in range(0, len(records), args.batch)]
 
     engine = make_engine(args.database_url, pool_size=args.threads)
-    for index in args.drop_index:
-        with engine.begin() as conn:
+    with engine.begin() as conn:
+        for index in args.drop_index:
             conn.exec_driver_sql(f"ALTER TABLE t_user_health_data DROP INDEX `{index}`")
-    write: Callable[[list[HealthRecord]], int]
-    if args.mode == "load_data":
-        engine.dispose()
-        engine = create_engine(
-            args.database_url,
-            pool_size=args.threads,
-            connect_args={"local_infile": True, "init_command": SQL_MODE},
-        )
-        write = load_data_writer(engine, Path(tempfile.mkdtemp(prefix="bench-bulk-")))
-    else:
-        sink = MySQLSink(engine)
+        for index in args.add_index:
+            conn.exec_driver_sql(
+                f"ALTER TABLE t_user_health_data ADD INDEX `{index}` {ADDABLE[index]}"
+            )
+    sink = MySQLSink(engine, load_data=args.mode == "load_data")
 
-        def write(batch: list[HealthRecord]) -> int:
-            return sink.write(batch, []).inserted
+    def write(batch: list[HealthRecord]) -> int:
+        return sink.write(batch, []).inserted
 
     # Open one connection per thread now, so connecting is not timed and the caller can
     # find their server threads; the pool hands the same ones back to the writers.
@@ -163,6 +120,8 @@ def main() -> int:
                 "threads": args.threads,
                 "mode": args.mode,
                 "dropped_indexes": args.drop_index,
+                "added_indexes": args.add_index,
+                "load_data_redone": sink.load_data_redone,
                 "seconds": round(wall, 4),
                 "cpu_seconds": round(cpu, 4),
                 "window": [t0, t1],

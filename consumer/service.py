@@ -49,7 +49,7 @@ class Replica:
         self.ledger = Ledger()
         self.sinks = Sinks(
             topic=settings.kafka_topic,
-            mysql=MySQLSink(self.engine),
+            mysql=MySQLSink(self.engine, load_data=settings.db_load_data),
             redis=RedisSink(
                 settings.redis_url.get_secret_value(),
                 settings.redis_socket_timeout_s,

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     db_retry_initial_backoff_s: float = Field(0.1, gt=0, le=60)
     db_retry_max_backoff_s: float = Field(5.0, gt=0, le=600)
     db_pool_size: int = Field(16, ge=1, le=512)
+    db_load_data: bool = True
     redis_retry_max_s: float = Field(2.0, ge=0, le=600)
     redis_socket_timeout_s: float = Field(1.0, gt=0, le=60)
     dlq_delivery_timeout_s: float = Field(30.0, gt=0, le=3600)

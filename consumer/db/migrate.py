@@ -126,7 +126,7 @@ def _adopt(
         f"stamp alembic_version at {adopt.ADOPTED_REVISION}"
     ]
     if head != adopt.ADOPTED_REVISION:
-        tail.append(_offline_sql(url, f"{adopt.ADOPTED_REVISION}:head"))
+        tail.append(_offline_sql(url, f"{adopt.ADOPTED_REVISION}:head", adopted=True))
     sql = "\n".join([adopt.render(plan, counts), *tail])
     moved = {plan.steps[i].table: n for i, n in counts.items() if n}
     if dry_run:
@@ -139,9 +139,14 @@ def _adopt(
     return MigrateResult("adopt", head, sql, report.moved, plan.notes)
 
 
-def _offline_sql(url: str, revisions: str) -> str:
-    """The SQL Alembic would run for `revisions`, without touching the database."""
+def _offline_sql(url: str, revisions: str, adopted: bool = False) -> str:
+    """The SQL Alembic would run for `revisions`, without touching the database.
+
+    `adopted`: rendered for a database being adopted, which offline revisions cannot
+    detect themselves (they read `config.attributes["adopted"]` and print that they skip).
+    """
     cfg = alembic_config(url)
+    cfg.attributes["adopted"] = adopted
     buffer = io.StringIO()
     cfg.output_buffer = buffer
     command.upgrade(cfg, revisions, sql=True)

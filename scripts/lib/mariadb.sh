@@ -81,7 +81,10 @@ mariadb_launch() {
     # Leftovers of a SIGKILLed server: a stale pid file would mislead anyone reading it.
     rm -f "$MARIADB_PIDFILE" "$MARIADB_SOCKET"
     # Tuned for a 2-core test box with throwaway data: a big buffer pool, no fsync per
-    # commit (flush once a second), a large redo log for bulk inserts from the consumer.
+    # commit (flush once a second), a large redo log for bulk inserts from the consumer,
+    # and interleaved auto-increment locking: with the default (1) the replicas' concurrent
+    # LOAD DATA statements queue on the table's AUTO-INC lock. Mode 2 is safe without a
+    # binlog or with row-based binlogging; the sink never relies on consecutive ids.
     # --no-defaults: Debian's /etc/mysql config must not leak in (its datadir, socket).
     # setsid / 9>&- / output to files: see kafka_launch.
     setsid mariadbd --no-defaults --user=root \
@@ -97,6 +100,7 @@ mariadb_launch() {
         --innodb-log-file-size=256M \
         --innodb-flush-log-at-trx-commit=2 \
         --skip-log-bin \
+        --innodb-autoinc-lock-mode=2 \
         </dev/null >>"$MARIADB_OUT" 2>&1 9>&- &
     MARIADB_LAUNCHED_PID=$!
     record_pid mariadb "$MARIADB_LAUNCHED_PID"

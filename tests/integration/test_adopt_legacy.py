@@ -62,6 +62,19 @@ def columns(engine: Engine) -> dict[tuple[str, str], tuple[str, str, Any]]:
     return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
 
 
+def indexes(engine: Engine) -> set[tuple[str, str, tuple[str, ...]]]:
+    """(table, index, columns) of every index in the database."""
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS "
+            "WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX"
+        ).all()
+    found: dict[tuple[str, str], list[str]] = {}
+    for table, index, column in rows:
+        found.setdefault((table, index), []).append(column)
+    return {(t, i, tuple(c)) for (t, i), c in found.items()}
+
+
 def unique_keys(engine: Engine, table: str) -> set[tuple[str, ...]]:
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(f"SHOW INDEX FROM `{table}` WHERE Non_unique = 0").all()
@@ -78,6 +91,7 @@ def test_dry_run_changes_nothing_then_adoption_keeps_every_row(
     create_legacy(engine)
     before = snapshot(engine)
     legacy_columns = columns(engine)
+    legacy_indexes = indexes(engine)
 
     dry = migrate(url, dry_run=True)
     assert dry.kind == "adopt" and dry.revision is None
@@ -85,6 +99,8 @@ def test_dry_run_changes_nothing_then_adoption_keeps_every_row(
     assert "--   3 row(s) to move" in dry.sql and "--   1 row(s) to move" in dry.sql
     assert dry.moved == {"t_user_health_data": 3, "t_alert_info": 1}
     assert any(n.startswith("t_alert_info.device_sn stays varchar(20)") for n in dry.notes)
+    assert "0003_drop_health_customer_ts: an adopted database is left unchanged" in dry.sql
+    assert "idx_health_customer_ts" not in dry.sql.replace("drop_health_customer_ts", "")
     assert snapshot(engine) == before  # no table, column, key, row or revision changed
 
     done = migrate(url)
@@ -123,9 +139,12 @@ def test_dry_run_changes_nothing_then_adoption_keeps_every_row(
         ("t_user_health_data_weekly", "data_timestamp"),
     }
 
-    # Alembic tracks it now; the consumer's start-up check accepts it.
+    # Every legacy index is still there (revisions after 0002 leave adopted databases be).
+    assert indexes(engine) >= legacy_indexes
+
+    # Alembic tracks it now (stamped 0002, then upgraded); the start-up check accepts it.
     with engine.connect() as conn:
-        assert current_revision(conn) == head_revision(url) == adopt.ADOPTED_REVISION
+        assert current_revision(conn) == head_revision(url)
     check_schema(engine, url)
 
     # Twice: nothing to do, nothing changed.
@@ -317,7 +336,12 @@ def test_an_adopted_database_refuses_to_downgrade(database: tuple[str, Engine]) 
     adopted = snapshot(engine)
     with pytest.raises(RuntimeError, match="refusing to downgrade"):
         command.downgrade(alembic_config(url), "base")
-    assert snapshot(engine) == adopted
+    # Revisions after 0002 change nothing on an adopted database, downgrades included
+    # (each step commits on MySQL): only the revision went back, to the refusing 0002.
+    after = snapshot(engine)
+    assert after.pop("alembic_version")[1] == [(adopt.ADOPTED_REVISION,)]
+    adopted.pop("alembic_version")
+    assert after == adopted
     with engine.connect() as conn:
         record = conn.exec_driver_sql(
             f"SELECT revision, moved_rows FROM {adopt.ADOPTION_TABLE}"

@@ -1,0 +1,54 @@
+"""The pure parts of consumer.sinks.mysql: TLS arguments, the LOAD DATA statement."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from consumer.sinks.mysql import HEALTH_LOAD_SQL, LOAD_DATA_FILE, tls_args
+from consumer.sinks.mysql_rows import HEALTH_COLUMNS
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql+pymysql://root@127.0.0.1:3306/health",
+        "mysql+pymysql://root@127.0.0.2/health",
+        "mysql+pymysql://u:p@localhost/health",
+        "mysql+pymysql://u:p@LOCALHOST/health",
+        "mysql+pymysql://u:p@[::1]:3306/health",
+        "mysql+pymysql://u:p@/health",
+        "mysql+pymysql://u:p@db/health?unix_socket=/run/mysqld/mysqld.sock",
+    ],
+)
+def test_a_local_server_without_tls_options_skips_the_tls_set_up(url: str) -> None:
+    assert tls_args(make_url(url)) == {"ssl_disabled": True}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # Remote: PyMySQL's default (preferred TLS) stays.
+        "mysql+pymysql://u:p@mysql:3306/health",
+        "mysql+pymysql://u:p@mysql.example.internal:3306/health",
+        "mysql+pymysql://u:p@10.0.0.5/health",
+        # Anything about TLS in the URL: configured by the user, left alone.
+        "mysql+pymysql://u:p@127.0.0.1/health?ssl_ca=/etc/ca.pem",
+        "mysql+pymysql://u:p@localhost/health?ssl_verify_cert=true",
+        "mysql+pymysql://u:p@localhost/health?SSL_DISABLED=false",
+        "mysql+pymysql://u:p@localhost/health?read_default_file=/etc/my.cnf",
+    ],
+)
+def test_tls_is_left_to_pymysql_elsewhere(url: str) -> None:
+    assert tls_args(make_url(url)) == {}
+
+
+def test_the_load_data_statement_lists_the_rendered_columns_in_order() -> None:
+    assert (
+        f"LOCAL INFILE '{LOAD_DATA_FILE}' IGNORE INTO TABLE t_user_health_data" in HEALTH_LOAD_SQL
+    )
+    assert HEALTH_LOAD_SQL.endswith("(" + ", ".join(f"`{c}`" for c in HEALTH_COLUMNS) + ")")
+    # The server's default escaping, which render_health_tsv writes.
+    assert "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'" in (
+        HEALTH_LOAD_SQL
+    )
