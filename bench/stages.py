@@ -13,24 +13,14 @@ Steps (batches of --batch records of one partition, as a worker flushes them):
   decoder's caches and converters on the six decimal texts of each reading)
 - intake_extra: consumer.pipeline.intake.read_message minus decode (key check, PendingMessage)
 - bind: consumer.pipeline.flush.Flusher._bind's work for readings without ids: the SNs that
-  need a binding, then binding.bind (dataclasses.replace) on each reading
-- render_sql: consumer.sinks.mysql_rows.render_health_values + the statement text
+  need a binding, then binding.bind_in_place (the ids are reset, untimed, before each round)
+- render_sql: consumer.sinks.mysql_rows.render_health_values + the statement text (the
+  INSERT path); render_tsv: render_health_tsv + its encoding (the LOAD DATA path)
 - daily_weekly: consumer.sinks.mysql_rows.daily_rows + weekly_rows
 - redis_prepare: consumer.sinks.redis.RedisSink._apply with the network calls stubbed
-  (newest reading per device, the legacy hash, the script arguments)
+  (newest reading per device, the script arguments)
 - redis_update: RedisSink.update against the real Redis (client side, incl. the socket)
 - ledger: consumer.pipeline.ledger.Ledger.flushed per batch
-Alternatives, to size an optimization before anyone writes it (`alt_*`):
-- alt_decode_msgspec_structs: msgspec (if installed) decoding the same bytes into typed,
-  range-checked Structs (Decimal fields, regex-checked SN and timestamp), no HealthRecord
-- alt_decode_msgspec_text: the same with the decimals kept as text and no regexes: the
-  typed parse alone, to compare with decode_part_orjson_loads
-- alt_bind_builder: the same bind with schemas.decode's positional record builder instead
-  of dataclasses.replace
-- alt_render_sql, alt_daily_weekly, alt_redis_args: bench/prototypes.py's versions of
-  render_health_values, daily/weekly rows, and the Redis script arguments (`redis_args` is
-  the current code's share of redis_prepare), each checked to give identical output first
-- alt_render_tsv: the rows as tab-separated text for LOAD DATA LOCAL INFILE
 
     .venv/bin/python bench/stages.py [--messages 100000] [--rounds 3] [--batch 1000]
         [--steps decode,alt_decode] [--baseline-decoder FILE]
@@ -45,6 +35,7 @@ Prints one JSON object (µs per reading per step); also bench/results/stages.jso
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -52,32 +43,28 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import fields
-from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
 
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import prototypes  # noqa: E402
 from bench.workload import watch_uploads  # noqa: E402
-from consumer.pipeline.binding import UNBOUND, bind, needs_binding  # noqa: E402
+from consumer.pipeline.binding import UNBOUND, bind, bind_in_place, needs_binding  # noqa: E402
 from consumer.pipeline.intake import read_message  # noqa: E402
 from consumer.pipeline.ledger import FlushReport, Ledger  # noqa: E402
 from consumer.sinks.mysql import HEALTH_SQL_HEAD, HEALTH_SQL_TAIL  # noqa: E402
 from consumer.sinks.mysql_rows import (  # noqa: E402
-    HEALTH_COLUMNS,
     daily_rows,
+    render_health_tsv,
     render_health_values,
     weekly_rows,
 )
-from consumer.sinks.redis import RedisSink, newest_per_device  # noqa: E402
+from consumer.sinks.redis import RedisSink  # noqa: E402
 from schemas import decode as d  # noqa: E402
 from schemas.decode import decode_message  # noqa: E402
 from schemas.publish import murmur2_partition  # noqa: E402
-from schemas.reading import DEVICE_SN_PATTERN  # noqa: E402
 from schemas.record import HealthRecord  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -86,17 +73,25 @@ DECIMAL_NAMES = ("temperature", "distance", "calorie", "latitude", "longitude", 
 FIELD_NAMES = tuple(f.name for f in fields(HealthRecord))
 
 
-def best_of(rounds: int, steps: dict[str, Callable[[], object]]) -> dict[str, float]:
+def best_of(
+    rounds: int,
+    steps: dict[str, Callable[[], object]],
+    setups: dict[str, Callable[[], object]] | None = None,
+) -> dict[str, float]:
     """Least CPU seconds of each step over `rounds` rounds (after one untimed warm-up).
 
     Rounds are interleaved (every step once per round) so a burst of load from other
     users of the machine spoils one round of every step rather than every round of one.
+    A step's setup (if any) runs untimed before each of its runs.
     """
-    for step in steps.values():
+    setups = setups or {}
+    for name, step in steps.items():
+        setups.get(name, lambda: None)()
         step()
     best = dict.fromkeys(steps, float("inf"))
     for i in range(rounds):
         for name, step in steps.items():
+            setups.get(name, lambda: None)()
             t0 = time.process_time()
             step()
             best[name] = min(best[name], time.process_time() - t0)
@@ -108,70 +103,19 @@ class _FakePipe:
     def __init__(self) -> None:
         self.calls = 0
 
+    def evalsha(self, *_: object) -> None:
+        self.calls += 1
+
     def publish(self, *_: object) -> None:
         pass
 
-    def execute(self) -> list[int]:
+    def execute(self, raise_on_error: bool = True) -> list[int]:
         return [0] * self.calls
 
 
 class _FakeClient:
     def pipeline(self, transaction: bool = False) -> _FakePipe:
         return _FakePipe()
-
-
-def _fake_cas(keys: list[str], args: list[Any], client: _FakePipe) -> None:
-    client.calls += 1
-
-
-def msgspec_decoder(
-    decimal: Any = Decimal, patterns: bool = True
-) -> Callable[[bytes], object] | None:
-    """A msgspec decoder of the watch shape (typed, range-checked), or None without msgspec.
-
-    The Structs are built here with explicit types (this module's annotations are strings,
-    which msgspec would resolve in the module namespace)."""
-    try:
-        import msgspec
-    except ImportError:
-        return None
-    from msgspec import Meta
-
-    def opt(kind: Any, **meta: Any) -> Any:
-        return (Annotated[kind, Meta(**meta)] if meta else kind) | None
-
-    reading = msgspec.defstruct(
-        "Reading",
-        [
-            (
-                "deviceSn",
-                Annotated[str, Meta(max_length=64, pattern=DEVICE_SN_PATTERN)] if patterns else str,
-            ),
-            (
-                "timestamp",
-                Annotated[str, Meta(pattern=r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")]
-                if patterns
-                else str,
-            ),
-            ("heart_rate", opt(int, ge=0, le=300), None),
-            ("blood_oxygen", opt(int, ge=0, le=100), None),
-            ("blood_pressure_systolic", opt(int, ge=0, le=400), None),
-            ("blood_pressure_diastolic", opt(int, ge=0, le=400), None),
-            ("stress", opt(int, ge=0, le=2**31 - 1), None),
-            ("step", opt(int, ge=0, le=2**31 - 1), None),
-            ("body_temperature", opt(decimal), None),
-            ("distance", opt(decimal), None),
-            ("calorie", opt(decimal), None),
-            ("latitude", opt(decimal), None),
-            ("longitude", opt(decimal), None),
-            ("altitude", opt(decimal), None),
-            ("upload_method", opt(str), None),
-        ],
-        gc=False,
-    )
-    envelope = msgspec.defstruct("Envelope", [("data", list[reading])], gc=False)  # type: ignore[valid-type]
-    decode: Callable[[bytes], object] = msgspec.json.Decoder(envelope).decode
-    return decode
 
 
 def load_decoder(path: Path) -> Callable[[bytes], object]:
@@ -244,15 +188,25 @@ def main() -> int:
         for i, (k, v) in enumerate(zip(keys, values, strict=True)):
             read_message(i, 0, k, v, 1000)
 
+    unbound = [[dataclasses.replace(r) for r in b] for b in batches]  # bind_in_place's own
+
+    def unbind_all() -> None:
+        for batch in unbound:
+            for r in batch:
+                object.__setattr__(r, "customer_id", None)
+
     def bind_all() -> None:
-        for batch in batches:
+        for batch in unbound:
             need = {r.device_sn for r in batch if needs_binding(r)}
-            bindings = dict.fromkeys(need, UNBOUND)
-            [bind(r, bindings[r.device_sn]) if r.device_sn in bindings else r for r in batch]
+            bind_in_place(batch, dict.fromkeys(need, UNBOUND))
 
     def render_all() -> None:
         for batch in bound:
             HEALTH_SQL_HEAD + render_health_values(batch) + HEALTH_SQL_TAIL
+
+    def render_tsv_all() -> None:
+        for batch in bound:
+            render_health_tsv(batch).encode()
 
     def slow_rows_all() -> None:
         for batch in bound:
@@ -262,7 +216,6 @@ def main() -> int:
     sink = RedisSink(REDIS_URL, 1.0, 2.0)
     fake = RedisSink(REDIS_URL, 1.0, 2.0)
     fake._client = _FakeClient()  # type: ignore[assignment]
-    fake._cas = _fake_cas  # type: ignore[assignment]
 
     def redis_prepare_all() -> None:
         for batch in bound:
@@ -305,62 +258,19 @@ def main() -> int:
     per_reading("intake", intake_all)
     per_reading("bind", bind_all)
     per_reading("render_sql", render_all)
+    per_reading("render_tsv", render_tsv_all)
     per_reading("daily_weekly", slow_rows_all)
     per_reading("redis_prepare", redis_prepare_all)
     if not args.no_redis:
         per_reading("redis_update", redis_update_all)
     per_reading("ledger", ledger_all)
 
-    # --- alternatives -----------------------------------------------------------------
-    decoder = msgspec_decoder()
-    if decoder is not None:
-        per_reading("alt_decode_msgspec_structs", lambda: [decoder(v) for v in values])
-    text_decoder = msgspec_decoder(decimal=str, patterns=False)
-    if text_decoder is not None:
-        per_reading("alt_decode_msgspec_text", lambda: [text_decoder(v) for v in values])
-
-    if wanted("alt_bind_builder", "alt_render_sql", "alt_daily_weekly", "alt_redis_args"):
-        prototypes.check(batches, bound, UNBOUND)
-    latest = [newest_per_device(b) for b in bound]
-
-    def bind_fast_all() -> None:
-        for batch in batches:
-            need = {r.device_sn for r in batch if needs_binding(r)}
-            bindings = dict.fromkeys(need, UNBOUND)
-            [
-                prototypes.bind_fast(r, bindings[r.device_sn]) if r.device_sn in bindings else r
-                for r in batch
-            ]
-
-    per_reading("alt_bind_builder", bind_fast_all)
-
-    def render_fast_all() -> None:
-        for batch in bound:
-            HEALTH_SQL_HEAD + prototypes.render_values(batch) + HEALTH_SQL_TAIL
-
-    per_reading("alt_render_sql", render_fast_all)
-    per_reading("alt_daily_weekly", lambda: [prototypes.slow_rows(b) for b in bound])
-    per_reading(
-        "redis_args", lambda: [[prototypes.redis_args_current(r) for r in b] for b in latest]
-    )
-    per_reading("alt_redis_args", lambda: [[prototypes.redis_args(r) for r in b] for b in latest])
-
-    def tsv_all() -> None:
-        getters = HEALTH_COLUMNS
-        for batch in bound:
-            "\n".join(
-                "\t".join("\\N" if (v := getattr(r, c)) is None else str(v) for c in getters)
-                for r in batch
-            )
-
-    per_reading("alt_render_tsv", tsv_all)
-
-    for name, seconds in best_of(args.rounds, steps_to_time).items():
+    for name, seconds in best_of(args.rounds, steps_to_time, {"bind": unbind_all}).items():
         us[name] = round(seconds * 1e6 / n, 3)
     if "intake" in us and "decode" in us:
         us["intake_extra"] = round(us["intake"] - us["decode"], 3)
     redis = "redis_update" if "redis_update" in us else "redis_prepare"
-    steps = ("decode", "intake_extra", "bind", "render_sql", "daily_weekly", redis, "ledger")
+    steps = ("decode", "intake_extra", "bind", "render_tsv", "daily_weekly", redis, "ledger")
     summed = all(s in us for s in steps)
     result = {
         "readings": n,
