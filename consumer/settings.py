@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(1000, ge=1, le=100_000)
     batch_max_wait_ms: int = Field(250, ge=1, le=600_000)
     batch_eager: bool = True
-    batch_min_wait_ms: int = Field(40, ge=0, le=600_000)
+    batch_min_wait_ms: int = Field(20, ge=0, le=600_000)
     worker_queue_max_records: int = Field(5000, ge=2, le=10_000_000)
     max_readings_per_message: int = Field(1000, ge=1, le=100_000)
     max_message_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
