@@ -610,13 +610,15 @@ _HeartRate = Annotated[int, Meta(ge=0, le=HEART_RATE_MAX)]
 _BloodOxygen = Annotated[int, Meta(ge=0, le=BLOOD_OXYGEN_MAX)]
 _Pressure = Annotated[int, Meta(ge=0, le=PRESSURE_MAX)]
 _Count = Annotated[int, Meta(ge=0, le=INT32_MAX)]
+_PartyId = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]  # as _party takes an int
 # UPLOAD_METHODS' keys (a unit test holds them equal): any other uplink, or another case,
 # goes the general way and comes out normalized.
 _UploadMethod = Literal["wifi", "bluetooth", "common_event", "esim", "4g"]
 
 
 class _WatchReading(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):
-    """A reading with the keys `_COMMON_NAMES` (primary names only) and nothing else.
+    """A reading with the keys `_COMMON_NAMES` (primary names only), the ids as JSON
+    integers (what a phone relay or an enriching gateway adds), and nothing else.
 
     In the order watches send them (tests/unit/payloads.py SAMPLE_UPLOAD): msgspec looks
     for each key first where the previous one was found.
@@ -637,6 +639,9 @@ class _WatchReading(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_onl
     blood_pressure_systolic: _Pressure | None = None
     blood_pressure_diastolic: _Pressure | None = None
     timestamp: str
+    customerId: _PartyId | None = None
+    orgId: _PartyId | None = None
+    userId: _PartyId | None = None
 
 
 class _WatchUpload(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -693,7 +698,8 @@ def _watch_records(value: bytes, max_readings: int) -> list[HealthRecord] | None
             if not MIN_TIMESTAMP <= timestamp < MAX_TIMESTAMP:
                 return None
             record = _build_record(
-                device_sn, timestamp, None, None, None, r.heart_rate, r.blood_oxygen,
+                device_sn, timestamp, r.customerId, r.orgId, r.userId, r.heart_rate,
+                r.blood_oxygen,
                 _TEMPERATURE[r.body_temperature], r.blood_pressure_systolic,
                 r.blood_pressure_diastolic, r.stress, r.step, _DISTANCE[r.distance],
                 _CALORIE[r.calorie], _LATITUDE[r.latitude], _LONGITUDE[r.longitude],
