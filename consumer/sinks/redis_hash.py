@@ -80,30 +80,27 @@ def legacy_hash(record: HealthRecord) -> dict[str, str]:
 # Memoized formatting: a fleet sends a few thousand distinct values per field, and a
 # Decimal quantize or format costs more than the dict look-up. Bounded like any cache.
 _FORMAT_CACHE_LIMIT = 100_000
-_one_decimal_memo: dict[Decimal, str] = {}
-_plain_memo: dict[Decimal, str] = {}
 
 
-def _one_decimal_cached(value: Decimal | None) -> str:
-    if value is None:
-        return ""
-    text = _one_decimal_memo.get(value)
-    if text is None:
-        text = _one_decimal(value)
-        if len(_one_decimal_memo) < _FORMAT_CACHE_LIMIT:
-            _one_decimal_memo[value] = text
-    return text
+def _memoized(fmt: Callable[[Decimal], str]) -> Callable[[Decimal | None], str]:
+    """`fmt` of a present value, '' for None, remembered per value (bounded)."""
+    memo: dict[Decimal, str] = {}
+
+    def cached(value: Decimal | None) -> str:
+        if value is None:
+            return ""
+        text = memo.get(value)
+        if text is None:
+            text = fmt(value)
+            if len(memo) < _FORMAT_CACHE_LIMIT:
+                memo[value] = text
+        return text
+
+    return cached
 
 
-def _plain_cached(value: Decimal | None) -> str:
-    if value is None:
-        return ""
-    text = _plain_memo.get(value)
-    if text is None:
-        text = _plain(value)
-        if len(_plain_memo) < _FORMAT_CACHE_LIMIT:
-            _plain_memo[value] = text
-    return text
+_one_decimal_cached = _memoized(_one_decimal)
+_plain_cached = _memoized(_plain)
 
 
 def _s(value: object) -> str:
