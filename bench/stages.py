@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.workload import watch_uploads  # noqa: E402
-from consumer.pipeline.binding import UNBOUND, bind, bind_in_place, needs_binding  # noqa: E402
+from consumer.pipeline.binding import UNBOUND, bind, bind_in_place, unbound_sns  # noqa: E402
 from consumer.pipeline.intake import read_message  # noqa: E402
 from consumer.pipeline.ledger import FlushReport, Ledger  # noqa: E402
 from consumer.sinks.mysql import HEALTH_SQL_HEAD, HEALTH_SQL_TAIL  # noqa: E402
@@ -197,8 +197,7 @@ def main() -> int:
 
     def bind_all() -> None:
         for batch in unbound:
-            need = {r.device_sn for r in batch if needs_binding(r)}
-            bind_in_place(batch, dict.fromkeys(need, UNBOUND))
+            bind_in_place(batch, dict.fromkeys(unbound_sns(batch), UNBOUND))
 
     def render_all() -> None:
         for batch in bound:

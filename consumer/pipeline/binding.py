@@ -88,8 +88,10 @@ def bind_in_place(records: Iterable[HealthRecord], bindings: dict[str, Binding])
             _set(r, "user_id", b.user_id)
 
 
-def needs_binding(record: HealthRecord) -> bool:
-    return record.customer_id is None or record.org_id is None or record.user_id is None
+def unbound_sns(records: Iterable[HealthRecord]) -> set[str]:
+    """The SNs of the records that lack any of the three ids: what a flush looks up."""
+    return {r.device_sn for r in records
+            if r.customer_id is None or r.org_id is None or r.user_id is None}  # fmt: skip
 
 
 class BindingCache:

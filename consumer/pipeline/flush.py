@@ -31,7 +31,7 @@ from consumer.dependencies import Dependencies
 from consumer.health_alerts.repository import RuleCache
 from consumer.health_alerts.rules import Alert, HealthRule, TrendState, fire_alerts
 from consumer.pipeline.batching import Batch, PendingMessage
-from consumer.pipeline.binding import Binding, DeviceDirectory, bind_in_place
+from consumer.pipeline.binding import Binding, DeviceDirectory, bind_in_place, unbound_sns
 from consumer.pipeline.ledger import FlushReport, Ledger
 from consumer.pipeline.retry import Backoff
 from consumer.sinks.dlq import DeadLetterSink, Delivery
@@ -110,7 +110,8 @@ class Flusher:
 
         rules = self._retry_db(self.rules.rules, report)
         entries = [(r, m) for m in batch.messages for r in m.records]
-        self._bind([r for r, _ in entries], report)
+        records = [r for r, _ in entries]
+        self._bind(records, report)
         t0 = time.monotonic()
         state, rejected = self._write_isolating(entries, rules, self.trend_state, report)
         report.db_seconds = time.monotonic() - t0 - report.alert_seconds
@@ -128,7 +129,7 @@ class Flusher:
         self.trend_state = state
 
         t1 = time.monotonic()
-        accepted = [r for r, _ in entries] if not rejected else _without(entries, rejected)
+        accepted = records if not rejected else _without(entries, rejected)
         report.redis_skipped = self._update_redis(batch, accepted, report)
         report.redis_seconds = time.monotonic() - t1
         report.total_seconds = time.monotonic() - started
@@ -144,9 +145,10 @@ class Flusher:
         """Write entries; on a row error or a bug, bisect until the failures stand alone."""
         try:
             t0 = time.monotonic()
-            alerts, new_state = fire_alerts(rules, [r for r, _ in entries], state)
+            records = [r for r, _ in entries]
+            alerts, new_state = fire_alerts(rules, records, state)
             report.alert_seconds += time.monotonic() - t0
-            result = self._write_with_retry([r for r, _ in entries], alerts, report)
+            result = self._write_with_retry(records, alerts, report)
         except Abandoned:
             raise
         except RowRejected as err:
@@ -191,8 +193,7 @@ class Flusher:
         """Fill customer/org/user of readings that lack them (before rules: they scope)."""
         if self.directory is None:
             return
-        need = {r.device_sn for r in records
-                if r.customer_id is None or r.org_id is None or r.user_id is None}  # fmt: skip
+        need = unbound_sns(records)
         if not need:
             return
         directory = self.directory

@@ -12,6 +12,7 @@ from consumer.pipeline.binding import (
     bind,
     bind_in_place,
     customer_of,
+    unbound_sns,
 )
 from tests.records import make_record
 
@@ -65,3 +66,10 @@ def test_binding_in_place_matches_the_copying_reference(
     bind_in_place([record], {"SN-B": binding} if known else {"OTHER": binding})
     assert (record.customer_id, record.org_id, record.user_id) == expected_ids
     assert record == dataclasses.replace(expected)
+
+
+def test_only_records_missing_an_id_are_looked_up() -> None:
+    full = make_record("FULL", customer_id=1, org_id=2, user_id=3)
+    partial = make_record("PART", customer_id=1, org_id=None, user_id=3)
+    bare = make_record("BARE", customer_id=None, org_id=None, user_id=None)
+    assert unbound_sns([full, partial, bare, bare]) == {"PART", "BARE"}
