@@ -357,6 +357,22 @@ def start_replicas(stack: Stack, n: int, **env: str) -> list[ConsumerProcess]:
     return procs
 
 
+@contextmanager
+def metered(stack: Stack, replicas: int) -> Iterator[tuple[Meter, CommitProbe]]:
+    """`replicas` started, joined and sampled, the idle rate measured and the window open;
+    the sampling and the commit probe stop on the way out, whatever happened."""
+    meter = Meter(find_services(), start_replicas(stack, replicas))
+    probe = CommitProbe(stack)
+    try:
+        meter.start_sampling()
+        meter.measure_idle(IDLE_S)
+        meter.open_window()
+        yield meter, probe
+    finally:
+        probe.close()
+        meter.stop()
+
+
 def stop_replicas(procs: list[ConsumerProcess]) -> list[int | None]:
     return [p.stop() for p in procs]
 
@@ -426,12 +442,7 @@ def drain(
             f"{time.monotonic() - t:.1f}s (one open transaction)",
             flush=True,
         )
-        meter = Meter(find_services(), start_replicas(stack, replicas))
-        probe = CommitProbe(stack)
-        try:
-            meter.start_sampling()
-            meter.measure_idle(IDLE_S)
-            meter.open_window()
+        with metered(stack, replicas) as (meter, probe):
             t0 = fill.commit()
             t_done = probe.wait(fill.offsets.last, 1800)
             rows, first, last = row_times(stack)
@@ -455,9 +466,6 @@ def drain(
             stop_replicas(meter.replicas)
             if then is not None:
                 then(stack, fill, meter)
-        finally:
-            probe.close()
-            meter.stop()
         return result
 
 
@@ -635,12 +643,7 @@ def steady(
         if setup_sql:
             with stack.engine.begin() as conn:
                 conn.exec_driver_sql(setup_sql)
-        meter = Meter(find_services(), start_replicas(stack, replicas))
-        probe = CommitProbe(stack)
-        try:
-            meter.start_sampling()
-            meter.measure_idle(IDLE_S)
-            meter.open_window()
+        with metered(stack, replicas) as (meter, probe):
             sent, t0, t1, offsets = paced(KAFKA, stack.topic, load, rate, per_upload, seconds)
             probe.wait(offsets.last, 300)
             rows = stack.rows(
@@ -672,9 +675,6 @@ def steady(
                 **consumer_stats(meter.replicas),
             }
             stop_replicas(meter.replicas)
-        finally:
-            probe.close()
-            meter.stop()
         return result
 
 
