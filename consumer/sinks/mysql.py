@@ -10,11 +10,18 @@ The health rows go in with `LOAD DATA LOCAL INFILE ... IGNORE` when the server a
 took a fifth of its CPU for the multi-row INSERT), else with the rendered INSERT. Both
 store the same rows and count the same duplicates; see `load_health_rows` for how the
 LOAD DATA path keeps strict mode's guarantees.
+
+A row the server skipped is a duplicate only once a row of its unique key is found in the
+table (`MySQLSink._prove_skipped`): under `innodb_autoinc_lock_mode=2` a LOAD DATA that
+skips a genuine duplicate can hand the following rows an id another transaction took, and
+the server skips those too, on PRIMARY. Such rows are inserted again; what still has no
+row raises `RowsNotStored`, never counted as a duplicate.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +47,8 @@ from consumer.sinks.mysql_rows import (
 )
 from schemas.record import HealthRecord
 
+log = logging.getLogger(__name__)
+
 # Server errors caused by the values of a row: bisecting the batch isolates the row.
 ROW_ERROR_CODES = frozenset(
     {
@@ -60,6 +69,11 @@ ROW_ERROR_CODES = frozenset(
 
 class RowRejected(Exception):
     """The server rejected the statement because of the values of some row."""
+
+
+class RowsNotStored(RowRejected):
+    """Rows the server skipped although no row of their unique key is in the table (another
+    unique index of an adopted table, say): not duplicates, so the flush isolates them."""
 
 
 class BugInStatement(Exception):
@@ -279,6 +293,9 @@ class MySQLSink:
         # Batches whose LOAD DATA was rolled back and redone with INSERT (values the
         # server would have coerced, or LOAD DATA refused). Unsynchronized: indicative.
         self.load_data_redone = 0
+        # Rows a LOAD DATA skipped without a row of their key in the table, inserted again
+        # (the auto-increment hazard above). Unsynchronized: indicative.
+        self.rows_refilled = 0
 
     def write(self, records: list[HealthRecord], alerts: list[Alert]) -> WriteResult:
         """Write one batch atomically; raise RowRejected or DatabaseUnavailable.
@@ -320,10 +337,17 @@ class MySQLSink:
         return result
 
     def _health_rows(self, conn: Connection, records: list[HealthRecord], load_data: bool) -> int:
-        """Insert the readings not stored yet; return how many were inserted."""
+        """Insert the readings not stored yet; return how many were inserted.
+
+        A reading repeated inside the batch is sent once (the first, as the unique key
+        would keep it): the server then skips only readings stored by earlier batches.
+        """
+        records = distinct_readings(records)
         dbapi = conn.connection.dbapi_connection
         inserted = 0
-        if load_data and isinstance(dbapi, InfileConnection) and dbapi.allows_load_data():
+        loaded = load_data and isinstance(dbapi, InfileConnection) and dbapi.allows_load_data()
+        if loaded:
+            assert isinstance(dbapi, InfileConnection)
             try:
                 for start in range(0, len(records), LOAD_ROWS_PER_STATEMENT):
                     chunk = records[start : start + LOAD_ROWS_PER_STATEMENT]
@@ -333,16 +357,48 @@ class MySQLSink:
                     raise
                 dbapi.server_local_infile = False
                 raise RedoWithInsert(f"LOAD DATA LOCAL refused: {err}") from err
-            return inserted
-        for start in range(0, len(records), ROWS_PER_STATEMENT):
-            chunk = records[start : start + ROWS_PER_STATEMENT]
-            sql = HEALTH_SQL_HEAD + render_health_values(chunk) + HEALTH_SQL_TAIL
-            inserted += execute_literal(conn, sql)
+        else:
+            inserted = insert_health_rows(conn, records)
+        if inserted < len(records):
+            inserted += self._prove_skipped(conn, records, refill=loaded)
         return inserted
 
+    def _prove_skipped(self, conn: Connection, records: list[HealthRecord], refill: bool) -> int:
+        """Make sure every skipped reading has a row of its key; return rows added.
+
+        Runs only for a batch in which the server skipped rows (duplicates: replays,
+        retried uploads), inside the batch's transaction, so what it reads is what this
+        commit will hold. A LOAD DATA's skipped rows without a row are inserted again with
+        the INSERT, whose auto-increment ids are reserved for its own rows in one interval
+        (lock modes 1 and 2) or under the table lock (mode 0), so it cannot repeat the
+        hazard. A row that still has none raises `RowsNotStored`: never a duplicate.
+        """
+        missing = absent_keys(conn, records)
+        added = 0
+        if missing and refill:
+            self.rows_refilled += len(missing)
+            log.warning(
+                "LOAD DATA skipped rows that are not duplicates; inserting them again",
+                extra={"rows": len(missing), "batch": len(records)},
+            )
+            added = insert_health_rows(conn, missing)
+            missing = absent_keys(conn, missing)
+        if missing:
+            first = missing[0]
+            raise RowsNotStored(
+                f"{len(missing)} readings skipped by the server without a row of their key "
+                f"(device_sn, timestamp), first {first.device_sn!r}@{first.timestamp}"
+            )
+        return added
+
     def _write_alerts(self, conn: Connection, alerts: list[Alert]) -> list[Alert]:
-        """Insert alerts not stored yet; return those, so a replay publishes nothing twice."""
-        keys = {(a.record.device_sn, a.rule.id, a.record.timestamp): a for a in alerts}
+        """Insert alerts not stored yet; return those, so a replay publishes nothing twice.
+
+        Keyed as the unique key compares the SN (`_sn_key`), so an alert the key folds
+        onto a stored one is not new. Every new alert must be inserted: a row skipped all
+        the same (on another unique key) raises `RowsNotStored` instead of being published.
+        """
+        keys = {(_sn_key(a.record.device_sn), a.rule.id, a.record.timestamp): a for a in alerts}
         placeholders = ", ".join(["(%s, %s, %s)"] * len(keys))
         existing_sql = (
             "SELECT device_sn, rule_id, alert_timestamp FROM t_alert_info "
@@ -350,7 +406,7 @@ class MySQLSink:
         )
         flat: list[Any] = [v for k in keys for v in k]
         existing = {
-            (row[0], int(row[1]), row[2])
+            (_sn_key(row[0]), int(row[1]), row[2])
             for row in conn.exec_driver_sql(existing_sql, tuple(flat)).all()
         }
         new = [a for k, a in keys.items() if k not in existing]
@@ -361,7 +417,9 @@ class MySQLSink:
             alert_row(a, health_ids.get((_sn_key(a.record.device_sn), a.record.timestamp)))
             for a in new
         ]
-        conn.exec_driver_sql(ALERT_SQL, rows)
+        inserted = conn.exec_driver_sql(ALERT_SQL, rows).rowcount
+        if inserted != len(rows):
+            raise RowsNotStored(f"{len(rows) - inserted} of {len(rows)} new alerts not inserted")
         return new
 
 
@@ -384,6 +442,53 @@ def _health_ids(
     flat = tuple(v for key in ordered for v in key)
     rows = conn.exec_driver_sql(sql, flat).all()
     return {(_sn_key(row[0]), row[1]): int(row[2]) for row in rows}
+
+
+def distinct_readings(records: list[HealthRecord]) -> list[HealthRecord]:
+    """The first record of each (device_sn, timestamp), in batch order."""
+    first: dict[tuple[str, dt.datetime], HealthRecord] = {}
+    for r in records:
+        first.setdefault((r.device_sn, r.timestamp), r)
+    return records if len(first) == len(records) else list(first.values())
+
+
+# Keys per existence check: a row-constructor IN list the unique index answers by ranges.
+KEYS_PER_CHECK = 1000
+
+
+def absent_keys(conn: Connection, records: list[HealthRecord]) -> list[HealthRecord]:
+    """The records no row of whose unique key (device_sn, timestamp) is in the table.
+
+    Compared as the key compares (`_sn_key`, whole seconds as stored): a reading the
+    key's collation folds onto a stored row has that row.
+    """
+    keys = {(r.device_sn, r.timestamp.replace(microsecond=0)) for r in records}
+    ordered = sorted(keys)
+    present: set[tuple[str, dt.datetime]] = set()
+    for start in range(0, len(ordered), KEYS_PER_CHECK):
+        chunk = ordered[start : start + KEYS_PER_CHECK]
+        placeholders = ", ".join(["(%s, %s)"] * len(chunk))
+        sql = (
+            "SELECT device_sn, `timestamp` FROM t_user_health_data "
+            f"WHERE (device_sn, `timestamp`) IN ({placeholders})"
+        )
+        flat = tuple(v for key in chunk for v in key)
+        present.update((_sn_key(row[0]), row[1]) for row in conn.exec_driver_sql(sql, flat))
+    return [
+        r
+        for r in records
+        if (_sn_key(r.device_sn), r.timestamp.replace(microsecond=0)) not in present
+    ]
+
+
+def insert_health_rows(conn: Connection, records: list[HealthRecord]) -> int:
+    """The rendered multi-row INSERT of the health rows; return the rows inserted."""
+    inserted = 0
+    for start in range(0, len(records), ROWS_PER_STATEMENT):
+        chunk = records[start : start + ROWS_PER_STATEMENT]
+        sql = HEALTH_SQL_HEAD + render_health_values(chunk) + HEALTH_SQL_TAIL
+        inserted += execute_literal(conn, sql)
+    return inserted
 
 
 def _sn_key(device_sn: str) -> str:
