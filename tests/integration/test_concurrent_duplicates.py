@@ -12,11 +12,14 @@ row, and the duplicates it reports are the real ones.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from consumer.db.migrate import migrate
 from consumer.sinks.mysql import (
@@ -27,6 +30,7 @@ from consumer.sinks.mysql import (
     make_engine,
 )
 from schemas.record import HealthRecord
+from tests.integration.stack import ROOT, free_port
 from tests.records import make_record
 
 pytestmark = pytest.mark.integration
@@ -185,3 +189,48 @@ def test_a_row_skipped_on_another_unique_key_is_not_a_duplicate(
     assert stored(engine) == (1, 1)  # rolled back: the good reading too, until isolated
     alone = sink.write(clash[:1], [])
     assert (alone.inserted, alone.duplicates) == (1, 0)
+
+
+@pytest.fixture(params=[0, 1], ids=["lock_mode_0", "lock_mode_1"])
+def private_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A MariaDB of its own with another innodb_autoinc_lock_mode (read-only at run time)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "HEALTHSTREAM_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "HEALTHSTREAM_MARIADB_PORT": str(port),
+        "HEALTHSTREAM_MARIADB_AUTOINC_LOCK_MODE": str(request.param),
+    }
+    services = [str(ROOT / "scripts" / "services.sh")]
+    subprocess.run([*services, "up", "mariadb"], env=env, check=True, capture_output=True)
+    try:
+        url = f"mysql+pymysql://root@127.0.0.1:{port}/lock_mode"
+        root = create_engine(url.rsplit("/", 1)[0] + "/mysql")
+        with root.begin() as conn:
+            mode = conn.execute(text("SELECT @@innodb_autoinc_lock_mode")).scalar_one()
+            assert int(mode) == request.param
+            conn.execute(text("CREATE DATABASE lock_mode CHARACTER SET utf8mb4"))
+        root.dispose()
+        migrate(url)
+        yield url
+    finally:
+        subprocess.run([*services, "down", "mariadb"], env=env, check=False, capture_output=True)
+
+
+@pytest.mark.parametrize("load_data", [True, False], ids=["load_data", "insert"])
+def test_every_auto_increment_lock_mode_stores_every_distinct_reading(
+    private_server: str, load_data: bool
+) -> None:
+    engine = make_engine(private_server, pool_size=THREADS)
+    try:
+        sink = MySQLSink(engine, load_data=load_data)
+        batches = {p: partition_batches(p)[:12] for p in range(THREADS)}
+        records = [r for per in batches.values() for b in per for r in b]
+        distinct = {(r.device_sn, r.timestamp) for r in records}
+
+        results = write_concurrently(sink, batches)
+
+        assert stored(engine) == (len(distinct), len(distinct))
+        assert sum(r.duplicates for r in results) == len(records) - len(distinct)
+    finally:
+        engine.dispose()
