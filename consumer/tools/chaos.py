@@ -618,6 +618,9 @@ def main(argv: list[str] | None = None) -> int:
         "crafted": not args.no_crafted,
         "ok": not failed,
         "readings": sum(len(p.readings) for p in run.planned),
+        # Genuine duplicates the workload holds (retried uploads, repeated readings).
+        "duplicate_readings": sum(len(p.readings) for p in run.planned)
+        - len({r for p in run.planned for r in p.readings}),
         "messages": len(run.planned),
         "durations_s": {k: round(v, 1) for k, v in run.durations.items()},
         "timeline": [asdict(e) for e in run.events],

@@ -113,6 +113,10 @@ class WorkloadSpec:
     f5_ratio: float = 0.003
     partial_ratio: float = 0.003
     alert_ratio: float = 0.02
+    # Genuine duplicates (issue 16): a retrying watch sends an upload again, soon (mostly
+    # into the same batch) or late (another batch); a cache flush repeats a reading.
+    retry_ratio: float = 0.03
+    repeat_ratio: float = 0.005
 
 
 def _readings_of(payload: Any) -> list[dict[str, Any]]:
@@ -158,8 +162,13 @@ class WorkloadBuilder:
     def build(self) -> list[Planned]:
         spec, rng = self.spec, self.rng
         out: list[Planned] = []
+        retries: list[tuple[int, Planned]] = []  # (due at len(out), copy), kept sorted
         total = 0
         while total < spec.readings:
+            while retries and retries[0][0] <= len(out):
+                copy = retries.pop(0)[1]
+                out.append(copy)
+                total += len(copy.readings)
             r = rng.random()
             edges = (spec.poison_ratio, spec.db_reject_ratio, spec.partial_ratio)
             if r < edges[0]:
@@ -170,11 +179,50 @@ class WorkloadBuilder:
                 planned = self._partial()
             elif spec.crafted and r < sum(edges) + spec.f5_ratio:
                 planned = self._f5()
+            elif r < sum(edges) + spec.f5_ratio + spec.repeat_ratio:
+                planned = self._repeated()
             else:
                 planned = self._valid()
             out.append(planned)
             total += len(planned.readings)
+            if planned.kind == "valid" and not planned.alerts and rng.random() < spec.retry_ratio:
+                delay = rng.randint(0, 20) if rng.random() < 0.5 else rng.randint(200, 2000)
+                retries.append((len(out) + delay, self._retry(planned)))
+                retries.sort(key=lambda due: due[0])
         return out
+
+    def _retry(self, planned: Planned) -> Planned:
+        """The same upload again, byte for byte: every reading in it is a duplicate.
+
+        Only uploads that fire no alert are retried: a replayed violation could end or
+        start a rule's run of violations out of order, which a retry never changes in
+        what the harness expects of the alerts.
+        """
+        return Planned(planned.key, planned.value, "retry_duplicate", list(planned.readings))
+
+    def _repeated(self) -> Planned:
+        """A cache flush that holds one reading twice (and nothing that fires an alert)."""
+        device = self._device()
+        reading = self.gen._reading(device)
+        for k in HR_KEYS:
+            reading.pop(k, None)
+        reading["heart_rate"] = self.rng.randint(60, 90)
+        reading.pop("body_temperature", None)
+        self._track_in_bounds(reading)
+        sn, ts = reading["deviceSn"], _get(reading, TS_KEYS)
+        return Planned(
+            key=sn.encode(),
+            value=orjson.dumps({"data": [reading, dict(reading)]}),
+            kind="repeated_in_message",
+            readings=[(sn, ts), (sn, ts)],
+        )
+
+    def _track_in_bounds(self, reading: dict[str, Any]) -> None:
+        """Record an in-bounds measurement (it ends a device's run of violations)."""
+        sn = reading["deviceSn"]
+        self.violating[(sn, HR_RULE)] = False
+        if reading.get("body_temperature"):
+            self.violating[(sn, TEMP_RULE)] = False
 
     # --- valid readings ---------------------------------------------------------------
 
