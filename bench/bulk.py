@@ -11,7 +11,10 @@ Variants, to size database-side optimizations (same rows, same table):
   DATA LOCAL INFILE ... IGNORE from memory; --mode insert: the rendered multi-row
   `INSERT ... ON DUPLICATE KEY UPDATE id = id` (MySQLSink(load_data=False));
 - --drop-index NAME: drop that secondary index of t_user_health_data first;
-- --add-index NAME: add one of ADDABLE (an index an earlier schema had) first.
+- --add-index NAME: add one of ADDABLE (an index an earlier schema had) first;
+- --duplicate-ratio R: after each record, with probability R, a copy of one of the last
+  3,000 (a retried upload: inside the batch or across batches), so the sink's proof of
+  skipped rows (issue 16) is timed too.
 
 Handshake, so the caller can snapshot MariaDB's per-thread CPU around exactly the inserts:
 prints `READY <local port of each DB connection>` once the connections are open, waits for
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import threading
 import time
@@ -55,6 +59,7 @@ def main() -> int:
     parser.add_argument("--mode", choices=("insert", "load_data"), default="load_data")
     parser.add_argument("--drop-index", action="append", default=[])
     parser.add_argument("--add-index", action="append", default=[], choices=sorted(ADDABLE))
+    parser.add_argument("--duplicate-ratio", type=float, default=0.0)
     args = parser.parse_args()
 
     records: list[HealthRecord] = []
@@ -66,6 +71,14 @@ def main() -> int:
         array_size=args.array_size,
     ):
         records.extend(bind(r, UNBOUND) for r in decode_message(u.value).records)
+    if args.duplicate_ratio > 0:
+        rng = random.Random(args.seed)
+        with_copies: list[HealthRecord] = []
+        for r in records:
+            with_copies.append(r)
+            if rng.random() < args.duplicate_ratio:
+                with_copies.append(with_copies[-rng.randint(1, min(3000, len(with_copies)))])
+        records = with_copies
     batches = [records[i : i + args.batch] for i in range(0, len(records), args.batch)]
 
     engine = make_engine(args.database_url, pool_size=args.threads)
@@ -122,6 +135,8 @@ def main() -> int:
                 "dropped_indexes": args.drop_index,
                 "added_indexes": args.add_index,
                 "load_data_redone": sink.load_data_redone,
+                "duplicate_ratio": args.duplicate_ratio,
+                "rows_refilled": getattr(sink, "rows_refilled", None),
                 "seconds": round(wall, 4),
                 "cpu_seconds": round(cpu, 4),
                 "window": [t0, t1],

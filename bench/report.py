@@ -40,6 +40,7 @@ TARGETS: dict[str, tuple[Target, ...]] = {
     # Ceilings: the same limits show whether a perfect pipeline could meet them at all.
     "floor_consume_decode": (CONSUMER,),
     "bulk_insert_fresh": (MARIADB,),
+    "bulk_insert_duplicates": (MARIADB,),
     "bulk_insert_legacy": (MARIADB,),
     "gateway_saturation": (Target("uploads_per_s", ">=", 5_000, "gateway uploads/s"),),
     "gateway_2k": (Target("p95_ms", "<=", 50, "gateway P95 ms at 2k/s"),),

@@ -15,6 +15,8 @@ Scenarios:
   consumer's own `MySQLSink.write` (as shipped: LOAD DATA LOCAL INFILE from memory,
   BENCH_BULK_BATCH per transaction) into a freshly migrated database: no Kafka, no Python
   pipeline.
+- bulk_insert_duplicates: bulk_insert_fresh with 5% of the readings sent twice (inside a
+  batch or across batches): what proving every skipped row a duplicate costs.
 - bulk_insert_legacy: the same on an adopted legacy schema (all six legacy indexes).
 - latency_5k_1_replica / latency_5k_2_replicas: an open-loop producer paced at
   BENCH_LATENCY_RATE readings/s for BENCH_LATENCY_S; end to end = the row's create_time -
@@ -582,6 +584,16 @@ def bulk_fresh(seed: int) -> dict[str, Any]:
         }
 
 
+def bulk_duplicates(seed: int) -> dict[str, Any]:
+    """bulk_insert_fresh with 5% of the readings sent twice (retries, replays): what proving
+    every skipped row a duplicate costs (issue 16)."""
+    with private_stack() as stack:
+        return {
+            "schema": "fresh (alembic head)",
+            **bulk_insert(stack.database_url, seed, DRAIN_MESSAGES, ("--duplicate-ratio", "0.05")),
+        }
+
+
 def legacy_migrate() -> Callable[[str], Any] | str:
     """`consumer.db.migrate.migrate` when this branch can adopt a legacy database, else why
     not (the adoption work lands on another branch; this scenario waits for it)."""
@@ -764,6 +776,7 @@ def main() -> int:
         "drain_1_replica": drain_1,
         "drain_2_replicas": lambda: drain(2, seed=11),
         "bulk_insert_fresh": lambda: bulk_fresh(seed=11),
+        "bulk_insert_duplicates": lambda: bulk_duplicates(seed=11),
         "bulk_insert_legacy": lambda: bulk_legacy(seed=11),
         "latency_5k_1_replica": lambda: latency(1, seed=13),
         "latency_5k_2_replicas": lambda: latency(2, seed=13),
@@ -821,6 +834,7 @@ SCENARIO_ORDER = (
     "floor_consume_decode",
     "drain_2_replicas",
     "bulk_insert_fresh",
+    "bulk_insert_duplicates",
     "bulk_insert_legacy",
     "latency_5k_1_replica",
     "latency_5k_2_replicas",

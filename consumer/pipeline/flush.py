@@ -8,12 +8,16 @@ Order within `Flusher.flush`, which is the product's guarantee:
 Only when `flush` returns may the worker advance the offset, so nothing is committed before
 the DB commit and the DLQ acks. Redis follows the DB: it can lag, never lead.
 
-A DB failure falls in one of three kinds:
-- a row's values (`RowRejected`): bisect; the offending rows go to the DLQ (`db_rejected`);
-- a dependency (`DatabaseUnavailable`): retry with backoff forever; health names MySQL;
-- anything else is a bug: bisect too. Rows that fail alone while others succeed go to the
-  DLQ (`internal_error`); when no part of the batch succeeds the fault is not in the rows,
-  so `UnexplainedFailure` stops the replica instead of dead-lettering a partition.
+A DB failure falls in one of three kinds, decided by its class (`sinks.mysql.classify`):
+- a row's values (`RowRejected`: any error the server answers with that is not a server
+  state): bisect; the offending rows go to the DLQ (`db_rejected`);
+- a dependency (`DatabaseUnavailable`): retry with backoff forever; health names MySQL
+  (not for `Contention`: deadlocks and a busy pool are retried, MySQL is up);
+- anything else is a bug: bisect too; a row that fails alone goes to the DLQ
+  (`internal_error`, replayable once the bug is fixed), logged as critical.
+A row's fate depends only on the row: the same row fails the same way alone or in a
+backlog. A batch without readings (dead letters only) opens no DB transaction, so invalid
+messages are committed during a DB outage too.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from consumer.pipeline.ledger import FlushReport, Ledger
 from consumer.pipeline.retry import Backoff
 from consumer.sinks.dlq import DeadLetterSink, Delivery
 from consumer.sinks.mysql import (
+    Contention,
     DatabaseUnavailable,
     MySQLSink,
     RowRejected,
@@ -54,10 +59,6 @@ Rejected = tuple[Entry, str, str]  # (entry, reason, detail)
 
 class Abandoned(Exception):
     """The worker was told to give up (revoke timeout, lost partition, hard shutdown)."""
-
-
-class UnexplainedFailure(Exception):
-    """Every part of a batch failed with an unexpected error: a bug, not bad rows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +109,18 @@ class Flusher:
         deliveries = [self._dead_letter(m, reason, detail) for m, reason, detail in letters]
         report.dead_letters = len(deliveries)
 
-        rules = self._retry_db(self.rules.rules, report)
         entries = [(r, m) for m in batch.messages for r in m.records]
         records = [r for r, _ in entries]
-        self._bind(records, report)
-        t0 = time.monotonic()
-        state, rejected = self._write_isolating(entries, rules, self.trend_state, report)
-        report.db_seconds = time.monotonic() - t0 - report.alert_seconds
-        if rejected:
-            self._check_explained(batch, rejected, report)
+        state: TrendState = self.trend_state
+        rejected: list[Rejected] = []
+        if entries:  # dead letters alone need neither the rules nor the DB
+            rules = self._retry_db(self.rules.rules, report)
+            self._bind(records, report)
+            t0 = time.monotonic()
+            state, rejected = self._write_isolating(entries, rules, self.trend_state, report)
+            report.db_seconds = time.monotonic() - t0 - report.alert_seconds
+        if any(reason == "internal_error" for _, reason, _ in rejected):
+            self._log_bug(batch, rejected)
         for (record, message), reason, detail in rejected:
             text = f"{reason} for reading {record.device_sn}@{record.timestamp}: {detail}"
             deliveries.append(self._dead_letter(message, reason, text))
@@ -143,6 +147,8 @@ class Flusher:
         report: FlushReport,
     ) -> tuple[TrendState, list[Rejected]]:  # fmt: skip
         """Write entries; on a row error or a bug, bisect until the failures stand alone."""
+        if not entries:
+            return state, []
         try:
             t0 = time.monotonic()
             records = [r for r, _ in entries]
@@ -169,24 +175,18 @@ class Flusher:
         state, right = self._write_isolating(entries[mid:], rules, state, report)
         return state, left + right
 
-    def _check_explained(self, batch: Batch, rejected: list[Rejected], report: FlushReport) -> None:
-        """Refuse to dead-letter a batch whose every part failed with a bug."""
+    def _log_bug(self, batch: Batch, rejected: list[Rejected]) -> None:
+        """Rows dead-lettered for a bug: loud, once per flush (they are replayable)."""
         bugs = [r for r in rejected if r[1] == "internal_error"]
-        if not bugs or report.db_writes > 0:
-            return
-        detail = bugs[0][2]
         log.critical(
-            "flush failed on every row with an unexpected error: not the rows' fault",
+            "rows failed alone with an unexpected error: dead-lettered as internal_error",
             extra={
                 "partition": self.partition,
                 "first_offset": batch.messages[0].offset,
                 "last_offset": batch.messages[-1].offset,
                 "rows": len(bugs),
-                "error": detail[:500],
+                "error": bugs[0][2][:500],
             },
-        )
-        raise UnexplainedFailure(
-            f"offsets {batch.messages[0].offset}..{batch.messages[-1].offset}: {detail[:300]}"
         )
 
     def _bind(self, records: list[HealthRecord], report: FlushReport) -> None:
@@ -219,7 +219,8 @@ class Flusher:
             try:
                 result = call()
             except DatabaseUnavailable as err:
-                self.dependencies.report("mysql", False, str(err))
+                if not isinstance(err, Contention):
+                    self.dependencies.report("mysql", False, str(err))
                 self.ledger.db_retried()
                 delay = backoff.next_delay()
                 if backoff.attempt == 1 or backoff.attempt % 20 == 0:

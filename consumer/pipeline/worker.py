@@ -13,7 +13,7 @@ import time
 from collections import deque
 
 from consumer.pipeline.batching import Batch, BatchPolicy, PendingMessage
-from consumer.pipeline.flush import Abandoned, Flusher, UnexplainedFailure
+from consumer.pipeline.flush import Abandoned, Flusher
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,6 @@ class PartitionWorker:
                             return
         except Abandoned:
             log.info("worker abandoned its batch", extra={"partition": self.partition})
-        except UnexplainedFailure as exc:
-            self.failure = str(exc)  # already logged once by the flusher, with offsets
         except Exception as exc:
             # A bug outside the flush's isolation: stop this partition without committing.
             self.failure = f"{type(exc).__name__}: {exc}"

@@ -49,22 +49,45 @@ from schemas.record import HealthRecord
 
 log = logging.getLogger(__name__)
 
-# Server errors caused by the values of a row: bisecting the batch isolates the row.
-ROW_ERROR_CODES = frozenset(
+# How a DB error is handled is decided by its class, never by "everything else":
+# - the connection failed (client codes 2000-2999, InterfaceError, an invalidated
+#   connection) or the server says it cannot work now (SERVER_NOT_READY):
+#   `DatabaseUnavailable`, retried forever, health names MySQL;
+# - contention (lock wait, deadlock) and an exhausted pool: `Contention`, retried, but
+#   MySQL is not down;
+# - the server answered with any other error: the values of some row are at fault,
+#   `RowRejected`; the flush isolates the row (a value out of range, a CHECK, a trigger's
+#   SIGNAL, a foreign key of an adopted table, ...) and dead-letters it alone;
+# - a statement the server cannot parse: `BugInStatement`; anything not from the DB: a bug.
+SERVER_NOT_READY = frozenset(
     {
-        1048,  # column cannot be null
-        1263,  # null to not-null
-        1264,  # out of range value
-        1265,  # data truncated
-        1292,  # incorrect datetime/date value
-        1366,  # incorrect value for column
-        1406,  # data too long
-        1690,  # value out of range in an expression
-        3140,  # invalid JSON text (MySQL)
-        3819,  # CHECK constraint violated (MySQL)
-        4025,  # CHECK constraint failed (MariaDB JSON columns)
+        1021,  # disk full
+        1030,  # error from the storage engine
+        1040,  # too many connections
+        1044,  # access denied to the database
+        1045,  # access denied for the user
+        1049,  # unknown database
+        1053,  # server shutdown in progress
+        1054,  # unknown column: the schema is not what the sink writes (drift)
+        1114,  # table is full
+        1142,  # command denied on a table
+        1143,  # column access denied
+        1146,  # table does not exist
+        1180,  # error during commit
+        1181,  # error during rollback
+        1203,  # too many user connections
+        1226,  # a user resource limit
+        1227,  # privilege needed
+        1290,  # --read-only and the like
+        1317,  # query interrupted
+        1792,  # read-only transaction
+        1836,  # read-only mode
+        1927,  # connection killed
+        1969,  # statement timeout (MariaDB max_statement_time)
+        3024,  # statement timeout (MySQL max_execution_time)
     }
 )
+CONTENTION = frozenset({1205, 1213})  # lock wait timeout, deadlock: retry the transaction
 
 
 class RowRejected(Exception):
@@ -84,7 +107,11 @@ PARSE_ERROR = 1064
 
 
 class DatabaseUnavailable(Exception):
-    """Anything else: connection loss, deadlock, missing table... retried, never dropped."""
+    """The connection failed or the server cannot work now: retried, never dropped."""
+
+
+class Contention(DatabaseUnavailable):
+    """Lock wait, deadlock or no free pooled connection: retried; MySQL itself is up."""
 
 
 @dataclass(slots=True)
@@ -316,6 +343,8 @@ class MySQLSink:
             raise classify(err.orig, err.connection_invalidated) from err
         except pymysql.err.MySQLError as err:  # raised by the raw DB-API cursors
             raise classify(err, False) from err
+        except exc.TimeoutError as err:  # no pooled connection free in pool_timeout
+            raise Contention(f"connection pool exhausted: {err}") from err
 
     def _write(
         self, conn: Connection, records: list[HealthRecord], alerts: list[Alert], load_data: bool
@@ -554,16 +583,21 @@ def execute_literal(conn: Connection, sql: str) -> int:
 
 
 def classify(orig: BaseException | None, connection_invalidated: bool) -> Exception:
-    """Row problems bisect; a statement the server cannot parse is our bug; everything
-    else (outage, deadlock, lost connection, schema drift) is retried."""
+    """The error class of a DB-API error (see SERVER_NOT_READY): total, one rule per class."""
     code = orig.args[0] if orig is not None and orig.args else None
-    if isinstance(orig, pymysql.err.ProgrammingError) and code == PARSE_ERROR:
-        return BugInStatement(f"{code}: {orig.args[1] if len(orig.args) > 1 else orig}")
     if (
-        not connection_invalidated
-        and isinstance(orig, pymysql.err.MySQLError)
-        and not isinstance(orig, pymysql.err.InterfaceError)
-        and code in ROW_ERROR_CODES
+        connection_invalidated
+        or not isinstance(orig, pymysql.err.MySQLError)
+        or isinstance(orig, pymysql.err.InterfaceError)
+        or not isinstance(code, int)
+        or 2000 <= code < 3000  # client errors: the connection, not the statement
     ):
-        return RowRejected(f"{code}: {orig.args[1] if len(orig.args) > 1 else orig}")
-    return DatabaseUnavailable(f"{type(orig).__name__}: {orig}")
+        return DatabaseUnavailable(f"{type(orig).__name__}: {orig}")
+    text = f"{code}: {orig.args[1] if len(orig.args) > 1 else orig}"
+    if code in CONTENTION:
+        return Contention(text)
+    if code in SERVER_NOT_READY:
+        return DatabaseUnavailable(text)
+    if code == PARSE_ERROR:
+        return BugInStatement(text)
+    return RowRejected(text)

@@ -66,7 +66,7 @@ KEEPS_READING = frozenset(
 F5_SNS = ("SN%s", "A%sB%s", "AB%(x)s", "P100%", "Q%%d%n", "R%%5")
 F5_METHODS = ("100%", "a%sb%s", "ab%(x)s", "%s", "wifi", "50%%")
 # Nested deeper than MariaDB's JSON depth limit (32): the decoder accepts it, the JSON
-# column's CHECK (json_valid) rejects it with 4025, which is in ROW_ERROR_CODES.
+# column's CHECK (json_valid) rejects it with 4025: a row error (RowRejected).
 DB_REJECT_DEPTH = 40
 TS_KEYS = ("timestamp", "cjsj")
 HR_KEYS = ("heart_rate", "xlv")

@@ -1,11 +1,23 @@
-"""The pure parts of consumer.sinks.mysql: TLS arguments, the LOAD DATA statement."""
+"""The pure parts of consumer.sinks.mysql: TLS arguments, the LOAD DATA statement, the
+error classes."""
 
 from __future__ import annotations
 
+import pymysql
 import pytest
 from sqlalchemy.engine import make_url
 
-from consumer.sinks.mysql import HEALTH_LOAD_SQL, LOAD_DATA_FILE, tls_args
+from consumer.sinks.mysql import (
+    HEALTH_LOAD_SQL,
+    LOAD_DATA_FILE,
+    BugInStatement,
+    Contention,
+    DatabaseUnavailable,
+    RowRejected,
+    RowsNotStored,
+    classify,
+    tls_args,
+)
 from consumer.sinks.mysql_rows import HEALTH_COLUMNS
 
 
@@ -52,3 +64,39 @@ def test_the_load_data_statement_lists_the_rendered_columns_in_order() -> None:
     assert "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'" in (
         HEALTH_LOAD_SQL
     )
+
+
+@pytest.mark.parametrize(
+    ("error", "invalidated", "kind"),
+    [
+        # The server answered: the row's values, whatever the code (issue 17, B4).
+        (pymysql.err.OperationalError(1644, "trigger says no"), False, RowRejected),
+        (pymysql.err.IntegrityError(1452, "foreign key"), False, RowRejected),
+        (pymysql.err.DataError(1406, "data too long"), False, RowRejected),
+        (pymysql.err.InternalError(4025, "CHECK constraint failed"), False, RowRejected),
+        (pymysql.err.OperationalError(9999, "a code nobody listed"), False, RowRejected),
+        # Server states no row causes: retried.
+        (pymysql.err.ProgrammingError(1146, "no such table"), False, DatabaseUnavailable),
+        (pymysql.err.OperationalError(1290, "read only"), False, DatabaseUnavailable),
+        (pymysql.err.OperationalError(1213, "deadlock"), False, Contention),
+        (pymysql.err.OperationalError(1205, "lock wait timeout"), False, Contention),
+        # The connection: an outage.
+        (pymysql.err.OperationalError(2013, "lost connection"), False, DatabaseUnavailable),
+        (pymysql.err.OperationalError(2003, "can't connect"), False, DatabaseUnavailable),
+        (pymysql.err.InterfaceError(0, ""), False, DatabaseUnavailable),
+        (pymysql.err.OperationalError(1406, "too long"), True, DatabaseUnavailable),
+        (None, False, DatabaseUnavailable),
+        # What we sent cannot be parsed: a bug, isolated.
+        (pymysql.err.ProgrammingError(1064, "syntax"), False, BugInStatement),
+    ],
+)
+def test_every_error_class_has_one_rule(
+    error: BaseException | None, invalidated: bool, kind: type[Exception]
+) -> None:
+    assert type(classify(error, invalidated)) is kind
+
+
+def test_contention_is_retried_like_an_outage_but_is_not_one() -> None:
+    assert issubclass(Contention, DatabaseUnavailable)
+    assert not issubclass(RowsNotStored, DatabaseUnavailable)
+    assert issubclass(RowsNotStored, RowRejected)

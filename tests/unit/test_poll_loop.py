@@ -21,7 +21,7 @@ from consumer.dependencies import Dependencies
 from consumer.pipeline.batching import BatchPolicy
 from consumer.pipeline.flush import Flusher, RetryPolicy, Sinks
 from consumer.pipeline.ledger import Ledger
-from consumer.pipeline.poll_loop import PollLoop, WorkerFailed
+from consumer.pipeline.poll_loop import PollLoop
 from consumer.pipeline.worker import PartitionWorker
 from consumer.settings import load_settings
 from consumer.sinks.mysql import DatabaseUnavailable, RowRejected
@@ -216,20 +216,40 @@ def test_bisect_isolates_the_failing_rows(
     assert not h.error
 
 
-def test_a_bug_no_row_explains_stops_the_replica_without_committing(
+def test_a_bug_on_every_row_dead_letters_each_row_alone(
     harness: Callable[..., Harness],
 ) -> None:
+    """A row's fate does not depend on its neighbours (issue 17, B6): a bug that fails
+    every row dead-letters each one as internal_error (replayable), as it would a lone
+    row in a backlog; the partition moves on and the replica stays up."""
     mysql = FakeMySQL(lambda records: TypeError("the sink is broken"))
     h = harness(mysql=mysql)
     produce(h.broker, 0, 3)
     h.consumer.rebalance("assign", [0])
-    h.thread.join(10)
-    assert not h.thread.is_alive()
-    assert len(h.error) == 1 and isinstance(h.error[0], WorkerFailed)
-    assert "TypeError" in str(h.error[0])
-    assert h.loop.view().failed is not None
-    assert h.dlq.letters == []  # the partition was not dead-lettered
-    assert 0 not in h.broker.committed
+    h.wait(lambda: h.broker.committed.get(0) == 3)
+    assert sorted((r, o) for r, o, _ in h.dlq.letters) == [
+        ("internal_error", 0),
+        ("internal_error", 1),
+        ("internal_error", 2),
+    ]
+    assert all("TypeError" in d for _, _, d in h.dlq.letters)
+    assert h.loop.view().failed is None
+    h.stop()
+    assert not h.error
+
+
+def test_a_batch_of_dead_letters_alone_commits_during_a_db_outage(
+    harness: Callable[..., Harness],
+) -> None:
+    mysql = FakeMySQL(lambda records: DatabaseUnavailable("gone"))
+    h = harness(mysql=mysql)
+    h.broker.produce(0, b"SN1", b"{not json")
+    h.broker.produce(0, b"SN1", b"[1, 2")
+    h.consumer.rebalance("assign", [0])
+    h.wait(lambda: h.broker.committed.get(0) == 2)
+    assert [(r, o) for r, o, _ in h.dlq.letters] == [("invalid_json", 0), ("invalid_json", 1)]
+    assert mysql.calls == 0
+    h.stop()
 
 
 def test_dead_letters_are_committed_with_the_batch(harness: Callable[..., Harness]) -> None:
