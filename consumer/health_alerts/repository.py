@@ -35,35 +35,46 @@ class RuleCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._rules: list[HealthRule] = []
-        self._loaded_at: float | None = None
+        self._loaded = False  # one load has succeeded: its rules are good to keep
+        self._loaded_at: float | None = None  # None: a load is due now
 
     def rules(self) -> list[HealthRule]:
         now = self._clock()
-        if self._loaded_at is not None and now - self._loaded_at < self._refresh_s:
+        if self._fresh(now):
             return self._rules
-        # Only one worker refreshes; the others keep using the current list meanwhile.
-        if self._lock.acquire(blocking=self._loaded_at is None):
+        # Only one worker refreshes; the others keep using the current list meanwhile
+        # (until one load has succeeded there is no current list: they wait for it).
+        if self._lock.acquire(blocking=not self._loaded):
             try:
-                if self._loaded_at is None or now - self._loaded_at >= self._refresh_s:
+                if not self._fresh(now):
                     self._refresh(now)
             finally:
                 self._lock.release()
         return self._rules
 
+    def _fresh(self, now: float) -> bool:
+        return (
+            self._loaded and self._loaded_at is not None and now - self._loaded_at < self._refresh_s
+        )
+
     def invalidate(self) -> None:
-        """Force a reload on next use (tests and admin tooling change rules)."""
-        self._loaded_at = -1e18
+        """Reload on next use (a rules-changed message, a Redis re-subscribe). Never undoes
+        the "never loaded" guard: before the first load a failure still holds the flush."""
+        self._loaded_at = None
 
     def _refresh(self, now: float) -> None:
         """Load the rules. Until one load has succeeded a failure is an outage the flush
         retries (evaluating no rules would commit batches without their alerts); after
         that, a failed refresh keeps the last good rules until the next interval."""
         try:
-            self._rules = load_rules(self._engine)
-        except exc.DBAPIError as err:
-            if self._loaded_at is None:
-                raise DatabaseUnavailable(f"alert rules not loaded yet: {err.orig}") from err
+            rules = load_rules(self._engine)
+        except (exc.DBAPIError, exc.TimeoutError) as err:
+            if not self._loaded:
+                cause = getattr(err, "orig", None) or err
+                raise DatabaseUnavailable(f"alert rules not loaded yet: {cause}") from err
             log.warning("alert rule refresh failed, keeping %d rules: %s", len(self._rules), err)
+        else:
+            self._rules, self._loaded = rules, True
         self._loaded_at = now
 
 
