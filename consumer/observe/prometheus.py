@@ -94,6 +94,10 @@ class ReplicaCollector(Collector):
         yield _counter("db_retries", "DB write attempts retried after an error", t.db_retries)
         yield _counter("redis_errors", "Batches whose Redis update was skipped",
                        t.redis_skipped_batches)  # fmt: skip
+        yield _counter("redis_keys_refused",
+                       "Latest-state updates Redis refused for one key (WRONGTYPE, script "
+                       "error): skipped alone, Redis not marked down",
+                       t.redis_keys_refused)  # fmt: skip
         yield _counter("partition_pauses", "Partitions paused for backpressure", t.pauses)
         yield _counter("binding_lookups", "Device-binding queries sent to the DB",
                        t.binding_queries)  # fmt: skip

@@ -246,7 +246,9 @@ class Flusher:
         """Return True when the cache update was skipped. Redis is a cache: a bug in this
         step is logged loudly and counted, but never blocks the partition."""
         try:
-            return self.sinks.redis.update(records, report.alerts).skipped
+            result = self.sinks.redis.update(records, report.alerts)
+            report.redis_key_errors = result.key_errors
+            return result.skipped
         except Exception:
             log.exception(
                 "redis update failed with an unexpected error; cache not updated",

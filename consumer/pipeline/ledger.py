@@ -44,6 +44,7 @@ class FlushReport:
     rejected_rows: int = 0
     alerts: list[Alert] = field(default_factory=list)
     redis_skipped: bool = False
+    redis_key_errors: int = 0  # devices whose key Redis refused (skipped alone)
     db_seconds: float = 0.0
     redis_seconds: float = 0.0
     alert_seconds: float = 0.0
@@ -127,6 +128,7 @@ class Totals:
     errors: int = 0
     db_retries: int = 0
     redis_skipped_batches: int = 0
+    redis_keys_refused: int = 0
     pauses: int = 0
     commits_ok: int = 0
     commits_failed: int = 0
@@ -219,6 +221,7 @@ class Ledger:
             t.records_written_mysql += report.inserted
             t.records_duplicate += report.duplicates
             t.records_rejected += report.rejected_rows
+            t.redis_keys_refused += report.redis_key_errors
             if report.redis_skipped:
                 t.redis_skipped_batches += 1
             else:

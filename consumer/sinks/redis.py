@@ -3,7 +3,10 @@
 The compare-and-set runs as a Lua script so a replay of older readings can never move a
 device's latest state backwards, even with two replicas racing during a rebalance.
 Redis is a cache: when it is down the sink backs off (a circuit breaker), counts what it
-skipped and lets the DB path carry on.
+skipped and lets the DB path carry on. An error Redis answers for one key (WRONGTYPE on a
+legacy `health_data:{sn}` that is not a hash, a script error) is no outage: that key is
+skipped (counted, logged once per key), the others are updated, the breaker stays shut
+and the alerts go out once.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 import orjson
 import redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from consumer.health_alerts.rules import Alert
 from consumer.pipeline.retry import Backoff
@@ -48,6 +51,7 @@ end
 return updated
 """
 DEVICES_PER_CALL = 500
+LOGGED_KEYS_MAX = 10_000  # keys whose error was logged; past that, only counted
 
 
 @dataclass(slots=True)
@@ -56,6 +60,7 @@ class RedisResult:
     stale: int = 0
     alerts_published: int = 0
     skipped: bool = False
+    key_errors: int = 0  # devices whose key Redis refused (WRONGTYPE, script error)
 
 
 class RedisSink:
@@ -78,6 +83,7 @@ class RedisSink:
         self._breaker = Backoff(initial_s=0.5, max_s=30.0)
         self._open_until = 0.0  # while now < this, Redis is known down: skip fast
         self._down = False  # once down, a probe gets one try, not the full retry budget
+        self._logged_keys: set[str] = set()
 
     def update(self, records: list[HealthRecord], alerts: list[Alert]) -> RedisResult:
         """Apply the newest reading of each device and publish alerts; never raises."""
@@ -127,20 +133,47 @@ class RedisSink:
         for alert in alerts:
             pipe.publish(ALERT_CHANNEL, alert_message(alert))
         replies = pipe.execute(raise_on_error=False)
-        updated = 0
+        updated = errors = 0
         for (keys, args), reply in zip(calls, replies, strict=False):
             if isinstance(reply, NoScriptError):
                 self._client.script_load(_CAS_LATEST)
                 reply = self._client.evalsha(self._cas.sha, len(keys), *keys, *args)
-            if isinstance(reply, Exception):
+            if isinstance(reply, ResponseError):
+                done, failed = self._one_key_at_a_time(keys, args)
+                updated, errors = updated + done, errors + failed
+            elif isinstance(reply, Exception):
                 raise reply
-            updated += int(reply)
+            else:
+                updated += int(reply)
         for reply in replies[len(calls) :]:
-            if isinstance(reply, Exception):
+            if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
                 raise reply
         return RedisResult(
-            updated=updated, stale=len(latest) - updated, alerts_published=len(alerts)
+            updated=updated,
+            stale=len(latest) - updated - errors,
+            alerts_published=len(alerts),
+            key_errors=errors,
         )
+
+    def _one_key_at_a_time(self, keys: list[str], args: list[str | bytes]) -> tuple[int, int]:
+        """A call Redis refused: the script stopped at the first bad key, so every key of
+        the call is applied alone (the compare-and-set makes the ones already applied a
+        no-op); the bad ones are skipped. Returns (updated, refused)."""
+        pipe = self._client.pipeline(transaction=False)
+        for i, key in enumerate(keys):
+            pipe.evalsha(self._cas.sha, 1, key, args[2 * i], args[2 * i + 1])
+        updated = refused = 0
+        for key, reply in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, ResponseError):
+                refused += 1
+                if key not in self._logged_keys and len(self._logged_keys) < LOGGED_KEYS_MAX:
+                    self._logged_keys.add(key)
+                    log.warning("redis refused the latest state of %s, skipped: %s", key, reply)
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                updated += int(reply)
+        return updated, refused
 
     def ping(self) -> bool:
         try:
