@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -323,6 +325,7 @@ class MySQLSink:
         # Rows a LOAD DATA skipped without a row of their key in the table, inserted again
         # (the auto-increment hazard above). Unsynchronized: indicative.
         self.rows_refilled = 0
+        self.health_keys: frozenset[str] | None = None  # see health_key_names
 
     def write(self, records: list[HealthRecord], alerts: list[Alert]) -> WriteResult:
         """Write one batch atomically; raise RowRejected or DatabaseUnavailable.
@@ -375,30 +378,42 @@ class MySQLSink:
         dbapi = conn.connection.dbapi_connection
         inserted = 0
         loaded = load_data and isinstance(dbapi, InfileConnection) and dbapi.allows_load_data()
+        skipped_on: Counter[str] = Counter()  # LOAD DATA: skipped rows per index named
         if loaded:
             assert isinstance(dbapi, InfileConnection)
             try:
                 for start in range(0, len(records), LOAD_ROWS_PER_STATEMENT):
                     chunk = records[start : start + LOAD_ROWS_PER_STATEMENT]
-                    inserted += load_health_rows(dbapi, chunk)
+                    done, on = load_health_rows(dbapi, chunk)
+                    inserted += done
+                    skipped_on += on
             except pymysql.err.MySQLError as err:
                 if not err.args or err.args[0] not in LOAD_DATA_REFUSED:
                     raise
                 dbapi.server_local_infile = False
                 raise RedoWithInsert(f"LOAD DATA LOCAL refused: {err}") from err
+            if inserted < len(records) and set(skipped_on) <= self._health_keys(conn):
+                return inserted  # the server named the (device_sn, timestamp) key each time
         else:
             inserted = insert_health_rows(conn, records)
         if inserted < len(records):
             inserted += self._prove_skipped(conn, records, refill=loaded)
         return inserted
 
+    def _health_keys(self, conn: Connection) -> frozenset[str]:
+        """health_key_names, asked once per sink (the schema is checked at start-up)."""
+        if self.health_keys is None:
+            self.health_keys = health_key_names(conn)
+        return self.health_keys
+
     def _prove_skipped(self, conn: Connection, records: list[HealthRecord], refill: bool) -> int:
         """Make sure every skipped reading has a row of its key; return rows added.
 
-        Runs only for a batch in which the server skipped rows (duplicates: replays,
-        retried uploads), inside the batch's transaction, so what it reads is what this
-        commit will hold. A LOAD DATA's skipped rows without a row are inserted again with
-        the INSERT, whose auto-increment ids are reserved for its own rows in one interval
+        Runs for a batch in which the server skipped rows that it did not itself name as
+        duplicates of the (device_sn, timestamp) key (the INSERT's no-op updates say
+        nothing; a LOAD DATA warning may name PRIMARY), inside the batch's transaction, so
+        what it reads is what this commit will hold. A LOAD DATA's skipped rows without a
+        row are inserted again with the INSERT, whose auto-increment ids are reserved for its own rows in one interval
         (lock modes 1 and 2) or under the table lock (mode 0), so it cannot repeat the
         hazard. A row that still has none raises `RowsNotStored`: never a duplicate.
         """
@@ -525,8 +540,11 @@ def _sn_key(device_sn: str) -> str:
     return device_sn.rstrip(" ").casefold()
 
 
-def load_health_rows(dbapi: InfileConnection, records: list[HealthRecord]) -> int:
-    """LOAD DATA LOCAL INFILE ... IGNORE of the rows, sent from memory; return inserted.
+def load_health_rows(
+    dbapi: InfileConnection, records: list[HealthRecord]
+) -> tuple[int, Counter[str]]:
+    """LOAD DATA LOCAL INFILE ... IGNORE of the rows, sent from memory; return the rows
+    inserted and, per index name, how many rows were skipped as a duplicate on it.
 
     IGNORE (which LOCAL implies anyway) turns what strict mode refuses in an INSERT into
     a warning: a value too long, out of range or not a date is coerced and stored, a row
@@ -535,7 +553,9 @@ def load_health_rows(dbapi: InfileConnection, records: list[HealthRecord]) -> in
     row, which is what the INSERT's `ON DUPLICATE KEY UPDATE id = id` makes of the same
     rows. Anything else raises RedoWithInsert: the transaction is rolled back and
     `MySQLSink.write` redoes the batch with the INSERT, which stores the same rows or
-    raises the error the flush bisects down to the dead-letter topic.
+    raises the error the flush bisects down to the dead-letter topic. Which index each
+    duplicate names tells a proven duplicate (the (device_sn, timestamp) key: a row of the
+    key exists) from a row skipped on PRIMARY (the auto-increment hazard, issue 16).
 
     The warning count comes in the OK packet: a batch without duplicates costs no extra
     round trip. With duplicates (replays), SHOW WARNINGS lists them; the session's
@@ -544,26 +564,48 @@ def load_health_rows(dbapi: InfileConnection, records: list[HealthRecord]) -> in
     data = render_health_tsv(records).encode("utf-8")
     cursor = dbapi.cursor()
     dbapi.infile = data
+    rows: list[Any] = []
     try:
         cursor.execute(HEALTH_LOAD_SQL)
         inserted = int(cursor.rowcount)
         warnings = int(cursor.warning_count)
         skipped = len(records) - inserted
         if warnings == skipped == 0:
-            return inserted
-        codes: list[int] = []
+            return inserted, Counter()
         if warnings == skipped <= MAX_ERROR_COUNT:
             cursor.execute("SHOW WARNINGS")
-            codes = [int(row[1]) for row in cursor.fetchall()]
+            rows = list(cursor.fetchall())
     finally:
         dbapi.infile = None
         cursor.close()
+    codes = [int(row[1]) for row in rows]
     if warnings == skipped == len(codes) and all(code == DUPLICATE_KEY for code in codes):
-        return inserted
+        return inserted, Counter(duplicate_key_name(str(row[2])) for row in rows)
     other = sorted({c for c in codes if c != DUPLICATE_KEY})
     raise RedoWithInsert(
         f"LOAD DATA: {warnings} warnings (codes {other or 'not listed'}) for {skipped} skipped rows"
     )
+
+
+_DUPLICATE_KEY_NAME = re.compile(r"for key '([^']*)'\s*$")
+
+
+def duplicate_key_name(message: str) -> str:
+    """The index a 1062 message names: MariaDB says `for key 'uk'`, MySQL 8 `for key
+    't.uk'`; "" when the message has another form (then nothing is taken as proven)."""
+    found = _DUPLICATE_KEY_NAME.search(message)
+    return found.group(1).rsplit(".", 1)[-1] if found else ""
+
+
+def health_key_names(conn: Connection) -> frozenset[str]:
+    """The unique indexes of t_user_health_data on exactly (device_sn, timestamp): ours is
+    uk_health_device_ts, an adopted legacy table may carry its own under another name."""
+    sql = (
+        "SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_NAME = 't_user_health_data' AND NON_UNIQUE = 0 GROUP BY INDEX_NAME "
+        "HAVING GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) = 'device_sn,timestamp'"
+    )
+    return frozenset(str(row[0]) for row in conn.exec_driver_sql(sql))
 
 
 def execute_literal(conn: Connection, sql: str) -> int:

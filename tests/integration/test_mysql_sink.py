@@ -6,6 +6,7 @@ Each test gets a private, freshly migrated database (no Kafka).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -67,7 +68,7 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = mysql.load_health_rows
 
-    def spy(dbapi: InfileConnection, records: list[HealthRecord]) -> int:
+    def spy(dbapi: InfileConnection, records: list[HealthRecord]) -> tuple[int, Counter[str]]:
         calls.append(len(records))
         return real(dbapi, records)
 
@@ -219,7 +220,7 @@ def test_a_refused_load_data_is_redone_with_insert_and_not_tried_again(
     """local_infile switched off after the connection asked: error 1148, then INSERT."""
     tried: list[InfileConnection] = []
 
-    def refused(dbapi: InfileConnection, records: list[HealthRecord]) -> int:
+    def refused(dbapi: InfileConnection, records: list[HealthRecord]) -> tuple[int, Counter[str]]:
         tried.append(dbapi)
         raise pymysql.err.OperationalError(1148, "The used command is not allowed")
 

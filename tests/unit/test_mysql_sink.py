@@ -16,6 +16,7 @@ from consumer.sinks.mysql import (
     RowRejected,
     RowsNotStored,
     classify,
+    duplicate_key_name,
     tls_args,
 )
 from consumer.sinks.mysql_rows import HEALTH_COLUMNS
@@ -100,3 +101,24 @@ def test_contention_is_retried_like_an_outage_but_is_not_one() -> None:
     assert issubclass(Contention, DatabaseUnavailable)
     assert not issubclass(RowsNotStored, DatabaseUnavailable)
     assert issubclass(RowsNotStored, RowRejected)
+
+
+@pytest.mark.parametrize(
+    ("message", "key"),
+    [
+        (
+            "Duplicate entry 'SN-1-2025-06-01 08:00:00' for key 'uk_health_device_ts'",
+            "uk_health_device_ts",
+        ),
+        ("Duplicate entry '4711' for key 'PRIMARY'", "PRIMARY"),
+        (
+            "Duplicate entry 'x' for key 't_user_health_data.uk_health_device_ts'",
+            "uk_health_device_ts",
+        ),
+        ("Duplicate entry 'it''s for key 'x'' for key 'uk'", "uk"),
+        ("something else entirely", ""),
+    ],
+)
+def test_the_index_a_duplicate_names(message: str, key: str) -> None:
+    """Only a duplicate on the (device_sn, timestamp) key proves its row exists."""
+    assert duplicate_key_name(message) == key
