@@ -135,3 +135,21 @@ def fire_alerts(
             if run == max(1, rule.trend_duration):
                 alerts.append(Alert(rule=rule, record=record, field=bad[0], value=bad[1]))
     return alerts, new_state
+
+
+def trend_lookback(rules: list[HealthRule]) -> int:
+    """How many stored readings per device rebuild its runs: the longest run a rule needs
+    before its last reading, twice over (a reading that did not measure a rule's sign
+    neither continues nor breaks its run). 0 when no rule needs more than one reading."""
+    longest = max((rule.trend_duration for rule in rules), default=1)
+    return 0 if longest <= 1 else 2 * (longest - 1)
+
+
+def rebuild_runs(
+    rules: list[HealthRule], history: list[HealthRecord], state: TrendState
+) -> TrendState:
+    """The state after `history` (stored readings, oldest first): the runs a partition's
+    previous owner had built, so a run that spans a rebalance or a restart fires at the
+    same reading, with the same alert key, as it would have without it (issue 17, B11).
+    Alerts of the history itself were fired when it was written: none are returned."""
+    return fire_alerts(rules, history, state)[1]

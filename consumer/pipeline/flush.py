@@ -22,6 +22,7 @@ messages are committed during a DB outage too.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -33,7 +34,14 @@ from sqlalchemy import exc
 
 from consumer.dependencies import Dependencies
 from consumer.health_alerts.repository import RuleCache
-from consumer.health_alerts.rules import Alert, HealthRule, TrendState, fire_alerts
+from consumer.health_alerts.rules import (
+    Alert,
+    HealthRule,
+    TrendState,
+    fire_alerts,
+    rebuild_runs,
+    trend_lookback,
+)
 from consumer.pipeline.batching import Batch, PendingMessage
 from consumer.pipeline.binding import Binding, DeviceDirectory, bind_in_place, unbound_sns
 from consumer.pipeline.ledger import FlushReport, Ledger
@@ -99,6 +107,8 @@ class Flusher:
         self.retry = retry
         self.abandon = threading.Event()
         self.trend_state: TrendState = {}
+        # Devices whose runs this flusher has rebuilt or built (see _rebuild_runs).
+        self.known_devices: set[str] = set()
 
     def flush(self, batch: Batch) -> FlushReport:
         """Make the batch durable and record it; raise Abandoned if told to give up first."""
@@ -116,6 +126,7 @@ class Flusher:
         if entries:  # dead letters alone need neither the rules nor the DB
             rules = self._retry_db(self.rules.rules, report)
             self._bind(records, report)
+            self._rebuild_runs(rules, records, report)
             t0 = time.monotonic()
             state, rejected = self._write_isolating(entries, rules, self.trend_state, report)
             report.db_seconds = time.monotonic() - t0 - report.alert_seconds
@@ -188,6 +199,28 @@ class Flusher:
                 "error": bugs[0][2][:500],
             },
         )
+
+    def _rebuild_runs(
+        self, rules: list[HealthRule], records: list[HealthRecord], report: FlushReport
+    ) -> None:
+        """Before a device's first reading since this worker got the partition, rebuild its
+        trend runs from its stored readings: the run a previous owner (or this process
+        before a restart) had built, so a trend alert fires once per episode, at the
+        reading it would have fired at without the rebalance (issue 17, B11)."""
+        lookback = trend_lookback(rules)
+        if not lookback:
+            return
+        first_seen: dict[str, dt.datetime] = {}
+        for record in records:
+            if record.device_sn not in self.known_devices:
+                first_seen.setdefault(record.device_sn, record.timestamp)
+        if not first_seen:
+            return
+        history = self._retry_db(
+            lambda: self.sinks.mysql.recent_readings(first_seen, lookback), report
+        )
+        self.trend_state = rebuild_runs(rules, history, self.trend_state)
+        self.known_devices.update(first_seen)
 
     def _bind(self, records: list[HealthRecord], report: FlushReport) -> None:
         """Fill customer/org/user of readings that lack them (before rules: they scope)."""

@@ -308,6 +308,24 @@ WEEKLY_SQL = _slow_upsert_sql("t_user_health_data_weekly", "week_start", WEEKLY_
 ALERT_SQL = _insert_sql("t_alert_info", ALERT_COLUMNS, "id = id")
 
 
+# What rebuilding a device's trend runs reads of its stored readings (rules.SIGN_FIELDS).
+RUN_COLUMNS = (
+    "device_sn",
+    "timestamp",
+    "customer_id",
+    "heart_rate",
+    "blood_oxygen",
+    "temperature",
+    "pressure_high",
+    "pressure_low",
+    "stress",
+    "step",
+    "distance",
+    "calorie",
+    "sleep",
+)
+
+
 class RedoWithInsert(Exception):
     """The LOAD DATA of a batch cannot be used as it is: roll back, write it with INSERT."""
 
@@ -413,9 +431,10 @@ class MySQLSink:
         duplicates of the (device_sn, timestamp) key (the INSERT's no-op updates say
         nothing; a LOAD DATA warning may name PRIMARY), inside the batch's transaction, so
         what it reads is what this commit will hold. A LOAD DATA's skipped rows without a
-        row are inserted again with the INSERT, whose auto-increment ids are reserved for its own rows in one interval
-        (lock modes 1 and 2) or under the table lock (mode 0), so it cannot repeat the
-        hazard. A row that still has none raises `RowsNotStored`: never a duplicate.
+        row are inserted again with the INSERT, whose auto-increment ids are reserved for
+        its own rows in one interval (lock modes 1 and 2) or under the table lock (mode 0),
+        so it cannot repeat the hazard. A row that still has none raises `RowsNotStored`:
+        never a duplicate.
         """
         missing = absent_keys(conn, records)
         added = 0
@@ -434,6 +453,31 @@ class MySQLSink:
                 f"(device_sn, timestamp), first {first.device_sn!r}@{first.timestamp}"
             )
         return added
+
+    def recent_readings(
+        self, first_seen: dict[str, dt.datetime], per_device: int
+    ) -> list[HealthRecord]:
+        """Up to `per_device` stored readings of each device from before its first reading
+        in the batch at hand, oldest first: what its trend runs are rebuilt from."""
+        if not first_seen or per_device <= 0:
+            return []
+        devices = sorted(first_seen.items())
+        cols = ", ".join(f"`{c}`" for c in RUN_COLUMNS)
+        before = " OR ".join(["(device_sn = %s AND `timestamp` < %s)"] * len(devices))
+        sql = (
+            f"SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY device_sn "
+            f"ORDER BY `timestamp` DESC) AS rn FROM t_user_health_data WHERE {before}) "
+            "AS recent WHERE rn <= %s ORDER BY `timestamp`"
+        )
+        params = (*(v for device in devices for v in device), per_device)
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.exec_driver_sql(sql, params).all()
+        except exc.DBAPIError as err:
+            raise classify(err.orig, err.connection_invalidated) from err
+        except exc.TimeoutError as err:
+            raise Contention(f"connection pool exhausted: {err}") from err
+        return [HealthRecord(**dict(zip(RUN_COLUMNS, row, strict=True))) for row in rows]
 
     def _write_alerts(self, conn: Connection, alerts: list[Alert]) -> list[Alert]:
         """Insert alerts not stored yet; return those, so a replay publishes nothing twice.

@@ -1,6 +1,6 @@
 from decimal import Decimal
 
-from consumer.health_alerts.rules import HealthRule, fire_alerts
+from consumer.health_alerts.rules import HealthRule, fire_alerts, rebuild_runs, trend_lookback
 from tests.records import make_record
 
 
@@ -128,3 +128,22 @@ def test_sleep_step_calorie_distance_stress_signs() -> None:
     )
     alerts, _ = fire_alerts(rules, [rec], {})
     assert sorted(a.rule.id for a in alerts) == [1, 2, 3, 4, 5]
+
+
+def test_runs_rebuilt_from_stored_readings_fire_where_an_unbroken_worker_would() -> None:
+    """Issue 17 B11: the state a new owner rebuilds from the stored history continues the
+    run, so the alert falls on the same reading (the same alert key) as without a restart."""
+    r = rule(trend=3)
+    hr = [80, 130, 131, 132, 133, 70]
+    records = [make_record(seconds=i, heart_rate=v) for i, v in enumerate(hr)]
+    unbroken, _ = fire_alerts([r], records, {})
+    rebuilt = rebuild_runs([r], records[:3], {})
+    after_restart, _ = fire_alerts([r], records[3:], rebuilt)
+    assert [a.record.timestamp for a in after_restart] == [a.record.timestamp for a in unbroken]
+    assert rebuild_runs([r], records[:3], {}) == {("CRFTQ23409001890", 1): 2}
+
+
+def test_the_lookback_covers_the_longest_run() -> None:
+    assert trend_lookback([rule(trend=1)]) == 0
+    assert trend_lookback([]) == 0
+    assert trend_lookback([rule(trend=1), rule(trend=4, rule_id=2)]) == 6
