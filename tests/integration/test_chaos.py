@@ -4,8 +4,8 @@ repeated in a message) in the workload, on the write path the consumer ships.
 
 It runs on its own private stack (ports 29092/29093/23306/26379, .runtime/chaos-test), so
 the shared services the other tests use are never stopped. CHAOS_SEED replays a run.
-The crafted F1-F5 inputs still crash today's decoder (fixes land from the decoding
-work): they are off here until then; CHAOS_CRAFTED=1 turns them on.
+The crafted F1-F5 inputs (inputs that once crashed decoders or the DB path) are in the
+workload too.
 """
 
 from __future__ import annotations
@@ -36,12 +36,10 @@ def test_short_profile_keeps_every_invariant(tmp_path: Path) -> None:
         "--runtime-dir", str(ROOT / ".runtime" / "chaos-test"),
         "--result", str(result_path),
     ]  # fmt: skip
-    if os.environ.get("CHAOS_CRAFTED") != "1":
-        argv.append("--no-crafted")
-
     code = chaos.main(argv)
 
     result = json.loads(result_path.read_text())
+    assert result["crafted"] is True
     faults = {event["name"] for event in result["timeline"]}
     assert {"kill9", "restart", "mariadb_down", "mariadb_up"} <= faults, sorted(faults)
     assert result["readings"] >= 20_000
