@@ -113,7 +113,7 @@ class Replica:
         )  # fmt: skip
         policy = BatchPolicy(
             s.batch_max_records, s.batch_max_wait_ms / 1000.0, s.batch_eager,
-            s.batch_min_wait_ms / 1000.0,
+            s.batch_min_wait_ms / 1000.0, s.batch_max_bytes,
         )  # fmt: skip
         return PartitionWorker(partition, flusher, policy)
 

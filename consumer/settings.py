@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     batch_eager: bool = True
     batch_min_wait_ms: int = Field(20, ge=0, le=600_000)
     worker_queue_max_records: int = Field(5000, ge=2, le=10_000_000)
+    # Memory is bounded in bytes too (messages as consumed; decoded they take about as
+    # much again): per partition, the batch in flight and everything queued behind it.
+    batch_max_bytes: int = Field(4 << 20, ge=64 << 10, le=1 << 30)
+    worker_queue_max_bytes: int = Field(8 << 20, ge=128 << 10, le=4 << 30)
     max_readings_per_message: int = Field(1000, ge=1, le=100_000)
     max_message_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     poll_batch_size: int = Field(1000, ge=1, le=100_000)
@@ -126,6 +130,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "BATCH_MAX_RECORDS must not exceed WORKER_QUEUE_MAX_RECORDS "
                 "(a batch could never fill before the partition pauses)"
+            )
+        if self.batch_max_bytes > self.worker_queue_max_bytes:
+            raise ValueError(
+                f"BATCH_MAX_BYTES ({self.batch_max_bytes}) must not exceed "
+                f"WORKER_QUEUE_MAX_BYTES ({self.worker_queue_max_bytes}): a batch could "
+                "never fill before the partition pauses"
             )
         if self.batch_min_wait_ms > self.batch_max_wait_ms:
             raise ValueError("BATCH_MIN_WAIT_MS must not exceed BATCH_MAX_WAIT_MS")

@@ -37,6 +37,12 @@ class PendingMessage:
         """Its share of a worker's bounded queue: its records, and at least 1."""
         return len(self.records) or 1
 
+    @property
+    def nbytes(self) -> int:
+        """Its share of a worker's bounded bytes: the message as consumed (its decoded
+        records are about as large again; the bounds are set with that in mind)."""
+        return len(self.value or b"") + len(self.key or b"")
+
 
 @dataclass(slots=True)
 class Batch:
@@ -46,6 +52,7 @@ class Batch:
     opened_at: float = 0.0
     messages: list[PendingMessage] = field(default_factory=list)
     record_count: int = 0
+    byte_count: int = 0
 
     def add(self, message: PendingMessage, now: float) -> None:
         if self.messages and message.offset <= self.messages[-1].offset:
@@ -57,6 +64,7 @@ class Batch:
             self.opened_at = now
         self.messages.append(message)
         self.record_count += len(message.records)
+        self.byte_count += message.nbytes
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -74,7 +82,8 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
-    """Flush on size or on the age of the oldest message, whichever comes first.
+    """Flush on size (records or bytes) or on the age of the oldest message, whichever
+    comes first.
 
     Eager (group commit): also flush as soon as the worker has drained its inbox, once the
     batch is `min_wait_s` old. A worker runs one flush at a time, so while a flush is in
@@ -88,11 +97,16 @@ class BatchPolicy:
     max_wait_s: float
     eager: bool = False
     min_wait_s: float = 0.0
+    max_bytes: int = 4 << 20  # messages as consumed; one larger message is a batch alone
+
+    def full(self, batch: Batch) -> bool:
+        """No further message may join: records or bytes reached their bound."""
+        return batch.record_count >= self.max_records or batch.byte_count >= self.max_bytes
 
     def should_flush(self, batch: Batch, now: float, drained: bool = False) -> bool:
         if not batch.messages:
             return False
-        if batch.record_count >= self.max_records:
+        if self.full(batch):
             return True
         age = now - batch.opened_at
         if self.eager and drained and age >= self.min_wait_s:

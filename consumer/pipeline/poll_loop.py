@@ -92,7 +92,7 @@ class PollLoop:
         self._new_worker = new_worker
         self._ledger = ledger
         self._deps = dependencies
-        self._flow = FlowControl(settings.worker_queue_max_records)
+        self._flow = FlowControl(settings.worker_queue_max_records, settings.worker_queue_max_bytes)
         self._clock = DeviceClock(ZoneInfo(settings.device_timezone))
         self._book = CommitBook(COMMIT_INTERVAL_S)
         self._owned: dict[int, _Owned] = {}
@@ -250,13 +250,13 @@ class PollLoop:
 
     def _flow_control(self) -> None:
         for p, owned in self._owned.items():
-            queued = owned.worker.queued_records
-            if not owned.paused and self._flow.should_pause(queued):
+            queued, nbytes = owned.worker.queued_records, owned.worker.queued_bytes
+            if not owned.paused and self._flow.should_pause(queued, nbytes):
                 self._consumer.pause([TopicPartition(self.topic, p)])
                 owned.paused = True
                 self._ledger.paused()
                 log.info("partition paused", extra={"partition": p, "queued_records": queued})
-            elif owned.paused and self._flow.should_resume(queued):
+            elif owned.paused and self._flow.should_resume(queued, nbytes):
                 self._consumer.resume([TopicPartition(self.topic, p)])
                 owned.paused = False
                 log.info("partition resumed", extra={"partition": p, "queued_records": queued})

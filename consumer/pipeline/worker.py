@@ -2,7 +2,8 @@
 
 The poll thread is the only one touching the Kafka consumer; a worker only publishes
 `flushed_offset` (the next offset to commit, advanced after each durable flush) and
-`queued_records` (for backpressure). Both are plain attributes read by the poll thread.
+`queued_records` / `queued_bytes` (for backpressure): plain attributes the poll thread
+reads.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class PartitionWorker:
         self.policy = policy
         self.flushed_offset: int | None = None
         self.queued_records = 0
+        self.queued_bytes = 0  # the messages' bytes, inbox + batch in flight
         self.failure: str | None = None  # set when the thread ended on a fault (a bug)
         self._inbox: deque[PendingMessage] = deque()
         self._batch = Batch(partition)
@@ -40,9 +42,11 @@ class PartitionWorker:
 
     def enqueue(self, messages: list[PendingMessage]) -> None:
         size = sum(m.weight for m in messages)
+        nbytes = sum(m.nbytes for m in messages)
         with self._cond:
             self._inbox.extend(messages)
             self.queued_records += size
+            self.queued_bytes += nbytes
             self._cond.notify()
 
     def stop(self) -> None:
@@ -111,7 +115,7 @@ class PartitionWorker:
                 if wait is not None and wait <= 0:
                     break
                 self._cond.wait(wait)
-            while self._inbox and batch.record_count < self.policy.max_records:
+            while self._inbox and not self.policy.full(batch):
                 batch.add(self._inbox.popleft(), time.monotonic())
             return self._stopping, not self._inbox
 
@@ -122,3 +126,4 @@ class PartitionWorker:
         self.flushed_offset = batch.next_offset
         with self._cond:
             self.queued_records -= sum(m.weight for m in batch.messages)
+            self.queued_bytes -= batch.byte_count

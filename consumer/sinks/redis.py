@@ -51,6 +51,9 @@ end
 return updated
 """
 DEVICES_PER_CALL = 500
+# Bytes of latest-state arguments per call and per round trip: slow fields (workoutData)
+# can be ~1 MB a device, so a flush's update is bounded in bytes, not only devices.
+CALL_MAX_BYTES = 2 << 20
 LOGGED_KEYS_MAX = 10_000  # keys whose error was logged; past that, only counted
 
 
@@ -118,21 +121,33 @@ class RedisSink:
         NOSCRIPT: the script is loaded and only those calls are run again, so an alert
         already published is not published twice.
         """
-        pipe = self._client.pipeline(transaction=False)
         calls: list[tuple[list[str], list[str | bytes]]] = []
-        for start in range(0, len(latest), DEVICES_PER_CALL):
-            keys: list[str] = []
-            args: list[str | bytes] = []
-            for record in latest[start : start + DEVICES_PER_CALL]:
-                timestamp, fields = latest_state_args(record)
-                keys.append(LATEST_KEY.format(record.device_sn))
-                args.append(timestamp)
-                args.append(fields)
-            pipe.evalsha(self._cas.sha, len(keys), *keys, *args)
+        keys: list[str] = []
+        args: list[str | bytes] = []
+        size = 0
+        for record in latest:
+            timestamp, fields = latest_state_args(record)
+            if keys and (len(keys) >= DEVICES_PER_CALL or size + len(fields) > CALL_MAX_BYTES):
+                calls.append((keys, args))
+                keys, args, size = [], [], 0
+            keys.append(LATEST_KEY.format(record.device_sn))
+            args.append(timestamp)
+            args.append(fields)
+            size += len(fields)
+        if keys:
             calls.append((keys, args))
+        replies = []
+        pipe = self._client.pipeline(transaction=False)
+        pending = 0
+        for keys, args in calls:
+            pipe.evalsha(self._cas.sha, len(keys), *keys, *args)
+            pending += sum(len(a) for a in args)
+            if pending >= CALL_MAX_BYTES:  # one call's worth in the client's buffers at most
+                replies += pipe.execute(raise_on_error=False)
+                pipe, pending = self._client.pipeline(transaction=False), 0
         for alert in alerts:
             pipe.publish(ALERT_CHANNEL, alert_message(alert))
-        replies = pipe.execute(raise_on_error=False)
+        replies += pipe.execute(raise_on_error=False)
         updated = errors = 0
         for (keys, args), reply in zip(calls, replies, strict=False):
             if isinstance(reply, NoScriptError):

@@ -102,3 +102,37 @@ def test_eager_policy_waits_for_the_minimum_age_before_flushing_a_trickle() -> N
     assert policy.should_flush(batch, now=1.0, drained=False)  # full: at once
     lazy = BatchPolicy(max_records=1000, max_wait_s=0.25, min_wait_s=0.05)
     assert lazy.seconds_until_due(batch, now=1.0) == pytest.approx(0.25)  # not eager
+
+
+def sized(offset: int, nbytes: int) -> PendingMessage:
+    return PendingMessage(offset, 0, b"k", b"v" * (nbytes - 1), [make_record(seconds=offset)])
+
+
+def test_a_batch_is_full_at_its_byte_bound_minus_one_at_and_plus_one() -> None:
+    """Issue 17 B3: bytes bound a batch as well as records (limit - 1, limit, limit + 1)."""
+    policy = BatchPolicy(max_records=1000, max_wait_s=10, max_bytes=1000)
+    for total, full in ((999, False), (1000, True), (1001, True)):
+        batch = Batch(0)
+        batch.add(sized(1, 500), now=0.0)
+        batch.add(sized(2, total - 500), now=0.0)
+        assert batch.byte_count == total
+        assert policy.full(batch) is full
+        assert policy.should_flush(batch, now=0.0) is full
+
+
+def test_one_message_over_the_byte_bound_is_a_batch_of_its_own() -> None:
+    policy = BatchPolicy(max_records=1000, max_wait_s=10, max_bytes=1000)
+    batch = Batch(0)
+    batch.add(sized(1, 5000), now=0.0)
+    assert policy.full(batch) and policy.should_flush(batch, now=0.0)
+
+
+def test_flow_control_pauses_on_bytes_at_the_limit_and_resumes_below_half() -> None:
+    fc = FlowControl(max_records=5000, max_bytes=8000)
+    assert not fc.should_pause(10, 7999)
+    assert fc.should_pause(10, 8000)
+    assert fc.should_pause(10, 8001)
+    assert not fc.should_resume(10, 4000)
+    assert fc.should_resume(10, 3999)
+    assert not fc.should_resume(2500, 0)  # both bounds must be below half
+    assert fc.utilization(10, 6000) == 0.75
