@@ -1,8 +1,12 @@
 """In-memory stand-ins for the Kafka consumer and the sinks (arroyo's local-backend idea).
 
-They let the poll loop, workers and flush run for real, on real threads, with no services:
-rebalance callbacks fire inside `consume()` like librdkafka's, async commits are answered
-on a later `consume()`, and the sinks record what they were given or fail on demand.
+They let the poll loop, workers and flush run for real, on real threads, with no services.
+The consumer behaves as librdkafka's does where the loop's guarantees depend on it
+(tests/loop_contract.py runs the same scenarios against it and the real broker):
+rebalance callbacks fire inside `consume()`; an async commit is only a request until a
+later `consume()` answers it (committed then, or failed); a commit can be made to fail;
+errors reach `error_cb` from `consume()`; `close()` revokes what is still assigned.
+The sinks record what they were given or fail on demand.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.health_alerts.rules import Alert
 from consumer.sinks.dlq import Delivery
@@ -76,10 +80,13 @@ class FakeConsumer:
         self._on_commit = on_commit
         self._lock = threading.Lock()
         self._events: list[tuple[str, list[int]]] = []
-        self._acks: list[list[TopicPartition]] = []
+        self._acks: list[tuple[list[TopicPartition], bool]] = []
         self._position: dict[int, int] = {}
+        self._on_error = on_error
+        self._errors: list[Any] = []
         self.paused: set[int] = set()
         self.closed = False
+        self.fail_commits = 0  # the next N commits fail (async: in their answer; sync: raise)
         self._callbacks: dict[str, Callable[[Any, list[TopicPartition]], None]] = {}
 
     # --- test controls (any thread) ------------------------------------------------------
@@ -88,6 +95,18 @@ class FakeConsumer:
         """Queue an 'assign', 'revoke' or 'lost' for the next consume() call."""
         with self._lock:
             self._events.append((event, partitions))
+
+    def report_error(self, error: Any) -> None:
+        """Queue a KafkaError for error_cb, served by the next consume() call."""
+        with self._lock:
+            self._errors.append(error)
+
+    def _take_failure(self) -> bool:
+        with self._lock:
+            if self.fail_commits > 0:
+                self.fail_commits -= 1
+                return True
+            return False
 
     # --- the Consumer API the poll loop uses -------------------------------------------------
 
@@ -98,8 +117,15 @@ class FakeConsumer:
         with self._lock:
             events, self._events = self._events, []
             acks, self._acks = self._acks, []
-        for tps in acks:
-            self._on_commit(None, tps)
+            errors, self._errors = self._errors, []
+        for error in errors:
+            self._on_error(error)
+        for tps, failed in acks:
+            if failed:
+                self._on_commit(KafkaError(KafkaError.REQUEST_TIMED_OUT), tps)
+            else:
+                self.broker.committed.update({tp.partition: tp.offset for tp in tps})
+                self._on_commit(None, tps)
         for event, partitions in events:
             tps = [TopicPartition(TOPIC, p) for p in partitions]
             if event == "assign":
@@ -130,14 +156,23 @@ class FakeConsumer:
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> Any:
         done = {tp.partition: tp.offset for tp in offsets}
         self.broker.commits.append((not asynchronous, done))
-        self.broker.committed.update(done)
-        if asynchronous:
+        failed = self._take_failure()
+        if asynchronous:  # a request: answered (and stored, or not) by a later consume()
             with self._lock:
-                self._acks.append(offsets)
+                self._acks.append((offsets, failed))
             return None
+        if failed:
+            raise KafkaException(KafkaError(KafkaError.REQUEST_TIMED_OUT))
+        self.broker.committed.update(done)
         return offsets
 
     def close(self) -> None:
+        """As librdkafka's close() of a subscribed consumer: what is still assigned is
+        revoked through the rebalance callback first."""
+        assigned = sorted(self._position)
+        if assigned and "revoke" in self._callbacks:
+            self._callbacks["revoke"](self, [TopicPartition(TOPIC, p) for p in assigned])
+        self._position.clear()
         self.closed = True
 
 
