@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import psutil
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -31,7 +32,6 @@ from consumer.observe.ops_rules import Observation
 from consumer.pipeline.ledger import BatchStat, Ledger
 from consumer.pipeline.view import LoopView
 from consumer.settings import Settings
-from consumer.sinks.redis import RedisSink
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,12 @@ class Resources:
     system_cpu_percent: float = 0.0
 
 
+class Pingable(Protocol):
+    """What the monitor probes Redis through (the sink): observers do not import sinks."""
+
+    def ping(self) -> bool: ...
+
+
 class Monitor:
     def __init__(
         self,
@@ -67,7 +73,7 @@ class Monitor:
         ledger: Ledger,
         dependencies: Dependencies,
         engine: Engine,
-        redis: RedisSink,
+        redis: Pingable,
         alerts: AlertEngine,
     ) -> None:
         self.settings = settings
