@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
+import orjson
 import pytest
 import redis
 
 from consumer.health_alerts.rules import Alert, HealthRule
 from consumer.sinks.redis import ALERT_CHANNEL, LATEST_KEY, RedisSink
-from tests.integration.stack import REDIS_URL
+from tests.integration.stack import REDIS_URL, Stack, wait_for
 from tests.records import make_record
 
 pytestmark = pytest.mark.integration
@@ -68,3 +69,42 @@ def test_a_key_redis_refuses_is_skipped_alone_and_alerts_go_out_once(
     finally:
         pubsub.close()
         sink.close()
+
+
+def test_through_the_real_process_redis_stays_up_and_the_alert_goes_out_once(
+    stack: Stack, redis_client: redis.Redis
+) -> None:
+    with stack.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_min, threshold_max,"
+            " trend_duration, severity_level, alert_message, customer_id) VALUES "
+            "('heart_rate_high', 'heart_rate', 40, 150, 1, 'critical', 'Heart rate high', 0)"
+        )
+    redis_client.set(LATEST_KEY.format("RKP-LEGACY"), "a string, not a hash")
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(ALERT_CHANNEL)
+    assert pubsub.get_message(timeout=2.0) is not None
+    messages = []
+    for i, (sn, hr) in enumerate((("RKP-A", 70), ("RKP-LEGACY", 190), ("RKP-B", 72))):
+        reading = {"deviceSn": sn, "heart_rate": hr, "timestamp": f"2025-06-06 08:00:0{i}"}
+        messages.append((sn.encode(), orjson.dumps({"data": reading}), []))
+    stack.produce(messages)
+    proc = stack.consumer(BATCH_MAX_WAIT_MS="50").start()
+    try:
+        wait_for(lambda: proc.metric("health_consumer_redis_keys_refused_total") >= 1, 60)
+        wait_for(lambda: stack.health_rows() == 3, 30)
+        status, body = proc.json("/readyz")
+        assert status == 200, body
+        assert proc.metric("health_consumer_redis_errors_total") == 0  # no batch skipped
+        alerts = []
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            m = pubsub.get_message(timeout=0.2)
+            if m and m["type"] == "message":
+                alerts.append(orjson.loads(m["data"])["device_sn"])
+        assert alerts == ["RKP-LEGACY"]
+        for sn in ("RKP-A", "RKP-B"):
+            assert redis_client.hget(LATEST_KEY.format(sn), "timestamp") is not None
+    finally:
+        pubsub.close()
+    assert proc.terminate() == 0
