@@ -433,7 +433,7 @@ _known_sns: set[str] = set()
 
 def _party(value: object, default: int | None) -> int | None:
     if type(value) is int and INT64_MIN <= value <= INT64_MAX:
-        return value
+        return value or default  # 0: unknown, as to_party_id says
     try:
         number = to_party_id(value)
     except PydanticCustomError:
@@ -698,7 +698,8 @@ def _watch_records(value: bytes, max_readings: int) -> list[HealthRecord] | None
             if not MIN_TIMESTAMP <= timestamp < MAX_TIMESTAMP:
                 return None
             record = _build_record(
-                device_sn, timestamp, r.customerId, r.orgId, r.userId, r.heart_rate,
+                device_sn, timestamp, r.customerId or None, r.orgId or None,
+                r.userId or None, r.heart_rate,
                 r.blood_oxygen,
                 _TEMPERATURE[r.body_temperature], r.blood_pressure_systolic,
                 r.blood_pressure_diastolic, r.stress, r.step, _DISTANCE[r.distance],

@@ -228,7 +228,9 @@ def parse_timestamp(value: object) -> datetime:
 
 
 def to_party_id(value: object) -> int | None:
-    """customer/org/user ids arrive as numbers or numeric strings; blank means unknown."""
+    """customer/org/user ids arrive as numbers or numeric strings; blank means unknown,
+    and so does 0: the legacy firmware sends `"customerId": "0"` for "not known here"
+    (docs/legacy-compatibility.md), which the device binding must fill, not keep."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -265,7 +267,7 @@ def to_party_id(value: object) -> int | None:
         )
     if not INT64_MIN <= number <= INT64_MAX:
         raise PydanticCustomError("id_range", "{got} does not fit in 64 bits", {"got": number})
-    return number
+    return number or None
 
 
 def normalize_upload_method(value: object) -> str | None:
@@ -778,7 +780,7 @@ class Reading(BaseModel):
     customer_id: PartyId = _field(
         "customerId",
         "customer_id",
-        description="Customer id; overrides the envelope's. Blank means unknown.",
+        description="Customer id; overrides the envelope's. 0 and blank mean unknown.",
     )
     org_id: PartyId = _field(
         "orgId", "org_id", description="Organisation id; overrides the envelope's."
@@ -811,7 +813,10 @@ class Reading(BaseModel):
     )
 
 
-_PARTY_NOTE = " Applies to every reading that does not carry its own."
+_PARTY_NOTE = (
+    " Applies to every reading that does not carry its own. 0 and blank mean unknown:"
+    " the device binding fills them."
+)
 
 
 class RelayEnvelope(BaseModel):
