@@ -54,6 +54,7 @@ from consumer.sinks.mysql import (
     RowRejected,
     WriteResult,
     classify,
+    distinct_readings,
 )
 from consumer.sinks.redis import RedisSink
 from schemas.record import HealthRecord
@@ -163,7 +164,8 @@ class Flusher:
         try:
             t0 = time.monotonic()
             records = [r for r, _ in entries]
-            alerts, new_state = fire_alerts(rules, records, state)
+            # A repeated (device, timestamp) is one reading, the first (issue 18, S3).
+            alerts, new_state = fire_alerts(rules, distinct_readings(records), state)
             report.alert_seconds += time.monotonic() - t0
             result = self._write_with_retry(records, alerts, report)
         except Abandoned:

@@ -267,8 +267,9 @@ def _insert_sql(table: str, columns: tuple[str, ...], on_duplicate: str) -> str:
 
 
 def _slow_upsert_sql(table: str, period_column: str, fields: tuple[str, ...]) -> str:
-    """Newer readings win per field; older (replayed) ones only fill NULLs."""
-    newer = "VALUES(data_timestamp) >= data_timestamp"
+    """Newer readings win per field; older (replayed) ones only fill NULLs, and so does a
+    reading of the same time (a duplicate: the first one stays, issue 18 S3)."""
+    newer = "VALUES(data_timestamp) > data_timestamp"
     updates = [
         f"{f} = IF({newer}, COALESCE(VALUES({f}), {f}), COALESCE({f}, VALUES({f})))" for f in fields
     ]
@@ -374,6 +375,8 @@ class MySQLSink:
         if records:
             result.inserted = self._health_rows(conn, records, load_data)
             result.duplicates = len(records) - result.inserted
+            # The first reading of a key is the reading, in every table (issue 18, S3).
+            records = distinct_readings(records)
             daily = daily_rows(records)
             if daily:
                 conn.exec_driver_sql(DAILY_SQL, [r.as_tuple(DAILY_FIELDS) for r in daily])
@@ -500,21 +503,24 @@ class MySQLSink:
         new = [a for k, a in keys.items() if k not in existing]
         if not new:
             return []
-        health_ids = _health_ids(conn, {(a.record.device_sn, a.record.timestamp) for a in new})
-        rows = [
-            alert_row(a, health_ids.get((_sn_key(a.record.device_sn), a.record.timestamp)))
-            for a in new
-        ]
+        stored = _stored_readings(conn, {(a.record.device_sn, a.record.timestamp) for a in new})
+        # An alert stands only on the reading that is stored: a later reading of the same
+        # key with other values (a duplicate) is not the reading, whatever it measured.
+        new = [a for a in new if _shows(stored.get(_alert_key(a)), a)]
+        if not new:
+            return []
+        rows = [alert_row(a, stored[_alert_key(a)][0]) for a in new]
         inserted = conn.exec_driver_sql(ALERT_SQL, rows).rowcount
         if inserted != len(rows):
             raise RowsNotStored(f"{len(rows) - inserted} of {len(rows)} new alerts not inserted")
         return new
 
 
-def _health_ids(
+def _stored_readings(
     conn: Connection, keys: set[tuple[str, dt.datetime]]
-) -> dict[tuple[str, dt.datetime], int]:
-    """Row ids of the readings that raised alerts, read back in the writing transaction.
+) -> dict[tuple[str, dt.datetime], tuple[int, dict[str, Any]]]:
+    """Row id and vital signs of the readings that raised alerts, read back in the writing
+    transaction.
 
     The ids of one multi-row INSERT are not consecutive under innodb_autoinc_lock_mode=2,
     and a reading stored by an earlier batch (a replay) was not inserted now at all, so
@@ -523,13 +529,29 @@ def _health_ids(
     """
     ordered = sorted(keys)
     placeholders = ", ".join(["(%s, %s)"] * len(ordered))
+    signs = ", ".join(f"`{c}`" for c in RUN_COLUMNS[3:])
     sql = (
-        "SELECT device_sn, `timestamp`, id FROM t_user_health_data "
+        f"SELECT device_sn, `timestamp`, id, {signs} FROM t_user_health_data "
         f"WHERE (device_sn, `timestamp`) IN ({placeholders})"
     )
     flat = tuple(v for key in ordered for v in key)
     rows = conn.exec_driver_sql(sql, flat).all()
-    return {(_sn_key(row[0]), row[1]): int(row[2]) for row in rows}
+    return {
+        (_sn_key(row[0]), row[1]): (int(row[2]), dict(zip(RUN_COLUMNS[3:], row[3:], strict=True)))
+        for row in rows
+    }
+
+
+def _alert_key(alert: Alert) -> tuple[str, dt.datetime]:
+    return _sn_key(alert.record.device_sn), alert.record.timestamp
+
+
+def _shows(stored: tuple[int, dict[str, Any]] | None, alert: Alert) -> bool:
+    """Whether the stored reading shows the value the alert fired on."""
+    if stored is None:
+        return False
+    value = stored[1].get(alert.field)
+    return value is not None and value == alert.value
 
 
 def distinct_readings(records: list[HealthRecord]) -> list[HealthRecord]:

@@ -201,10 +201,12 @@ class RedisSink:
 
 
 def newest_per_device(records: list[HealthRecord]) -> list[HealthRecord]:
+    """Each device's newest reading; of two with the same time, the first (the one the
+    health row keeps: issue 18, S3), as the compare-and-set keeps it across batches."""
     newest: dict[str, HealthRecord] = {}
     for record in records:
         current = newest.get(record.device_sn)
-        if current is None or record.timestamp >= current.timestamp:
+        if current is None or record.timestamp > current.timestamp:
             newest[record.device_sn] = record
     return list(newest.values())
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+import redis
 
 from tests.integration.legacy import create_bindings
 from tests.integration.stack import Stack, wait_for
@@ -41,4 +42,42 @@ def test_s1_a_zero_customer_from_the_watch_is_filled_by_the_binding(stack: Stack
     wait_for(lambda: stack.health_rows() == 2 and committed_all(stack), 60, what="2 rows")
     rows = stack.rows("SELECT customer_id, org_id, user_id FROM t_user_health_data")
     assert {tuple(r) for r in rows} == {(5, 21, 201)}
+    assert proc.terminate() == 0
+
+
+def test_s3_the_first_reading_of_a_key_wins_in_every_store(
+    stack: Stack, redis_client: redis.Redis
+) -> None:
+    """The same (SN, timestamp) twice with other values, inside one message and across
+    batches: the first in offset order is the reading in the health row, the daily row,
+    Redis and the alerts (a heart rate of 180 must not raise an alert linked to a row that
+    shows 60)."""
+    sn = "S3DEVICE00000001"
+    with stack.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_min, threshold_max,"
+            " trend_duration, severity_level, alert_message, customer_id) VALUES "
+            "('heart_rate_high', 'heart_rate', 40, 150, 1, 'critical', 'Heart rate high', 0)"
+        )
+
+    def reading(ts: str, hr: int, workout: str) -> dict[str, object]:
+        return {"deviceSn": sn, "heart_rate": hr, "timestamp": ts, "workoutData": workout}
+
+    t1, t2 = "2025-06-08 08:00:00", "2025-06-08 08:05:00"
+    first = [reading(t1, 60, '{"w":"A1"}'), reading(t1, 180, '{"w":"B1"}')]
+    proc = stack.consumer(**FAST).start()
+    stack.produce([(sn.encode(), orjson.dumps({"data": first}), [])])
+    stack.produce([(sn.encode(), orjson.dumps({"data": reading(t2, 60, '{"w":"A2"}')}), [])])
+    wait_for(lambda: stack.health_rows() == 2 and committed_all(stack), 60, what="2 rows")
+    stack.produce([(sn.encode(), orjson.dumps({"data": reading(t2, 181, '{"w":"B2"}')}), [])])
+    wait_for(lambda: committed_all(stack), 60, what="the later duplicate committed")
+
+    rows = stack.rows("SELECT `timestamp`, heart_rate FROM t_user_health_data ORDER BY 1")
+    assert [r[1] for r in rows] == [60, 60]
+    daily = stack.rows("SELECT workout_data FROM t_user_health_data_daily")
+    assert [orjson.loads(r[0]) for r in daily] == [{"w": "A2"}]
+    latest = redis_client.hgetall(f"health_data:{sn}")
+    assert (latest["timestamp"], latest["heartRate"]) == (t2, "60")
+    assert stack.scalar("SELECT COUNT(*) FROM t_alert_info") == 0
+    assert proc.metric("health_consumer_records_duplicate_total") == 2
     assert proc.terminate() == 0
