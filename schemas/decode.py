@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, make_dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
@@ -753,7 +753,11 @@ def _decode(
             # model then judges it like one that carries the default as sent.
             stamped = default_timestamp is not None and type(raw) is dict and _lacks_timestamp(raw)
             if stamped:
-                raw = {**raw, "timestamp": f"{default_timestamp:%Y-%m-%d %H:%M:%S}"}
+                # Distinct readings get distinct times (issue 18, S2): the message time,
+                # then one second more for each further reading without a time in it.
+                assert default_timestamp is not None
+                at = default_timestamp + timedelta(seconds=defaulted)
+                raw = {**raw, "timestamp": f"{at:%Y-%m-%d %H:%M:%S}"}
             outcome = _model_record(raw, index, parties, dropped)
             if isinstance(outcome, ReadingError):
                 errors.append(outcome)

@@ -81,3 +81,18 @@ def test_s3_the_first_reading_of_a_key_wins_in_every_store(
     assert stack.scalar("SELECT COUNT(*) FROM t_alert_info") == 0
     assert proc.metric("health_consumer_records_duplicate_total") == 2
     assert proc.terminate() == 0
+
+
+def test_s2_readings_without_timestamps_in_one_message_are_all_stored(stack: Stack) -> None:
+    """A cache flush of three readings without a time: the message time, then one second
+    more for each further one, so all three are stored (the legacy stored them all)."""
+    sn = "S2DEVICE00000001"
+    readings = [{"deviceSn": sn, "heart_rate": hr} for hr in (61, 62, 63)]
+    stack.produce([(sn.encode(), orjson.dumps({"data": readings}), [])])
+    proc = stack.consumer(**FAST).start()
+    wait_for(lambda: committed_all(stack), 60, what="the message committed")
+    rows = stack.rows("SELECT `timestamp`, heart_rate FROM t_user_health_data ORDER BY 1")
+    assert [r[1] for r in rows] == [61, 62, 63]
+    assert [(r[0] - rows[0][0]).total_seconds() for r in rows] == [0, 1, 2]
+    assert proc.metric("health_consumer_records_duplicate_total") == 0
+    assert proc.terminate() == 0
