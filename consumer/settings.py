@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # The zone the devices' naive local times are in: a reading without a timestamp gets
     # its Kafka message time converted to it (deterministic, so replays stay exact).
     device_timezone: str = "UTC"
+    # A reading dated more than this after its message's time is dead-lettered
+    # (future_timestamp), not stored: the latest state only moves forward.
+    future_timestamp_horizon_s: float = Field(86_400.0, gt=0, le=10 * 366 * 86_400)
 
     # Fault handling
     shutdown_timeout_s: float = Field(30.0, gt=0, le=3600)

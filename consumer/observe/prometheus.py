@@ -28,7 +28,7 @@ DEAD_LETTER_REASONS = (
     "invalid_json", "invalid_envelope", "empty_envelope", "too_many_readings",
     "missing_device_sn", "invalid_timestamp", "schema_violation", "key_mismatch",
     "unkeyed_mixed_devices", "null_value", "db_rejected", "internal_error", "undecodable",
-    "message_too_large", "invalid_slow_field",
+    "message_too_large", "invalid_slow_field", "future_timestamp",
 )  # fmt: skip
 
 

@@ -9,7 +9,7 @@ replay store the reading again under a new time).
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 
 from consumer.pipeline.batching import DeadLetter, PendingMessage
 from consumer.sinks.dlq import MAX_DETAIL_CHARS
@@ -17,6 +17,7 @@ from schemas.decode import MAX_MESSAGE_BYTES, MessageError, decode_message
 from schemas.record import HealthRecord
 
 UNDECODABLE = "undecodable"
+FUTURE_TIMESTAMP = "future_timestamp"
 
 
 class DeviceClock:
@@ -56,20 +57,26 @@ def read_message(
     max_readings: int,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     clock: DeviceClock | None = None,
+    future_horizon: timedelta | None = None,
 ) -> PendingMessage:
     """Total: whatever the bytes, a PendingMessage, carrying a DeadLetter when bad.
 
     With a `clock`, a reading without a timestamp takes the message's time; without one
-    it is an invalid_timestamp error.
+    it is an invalid_timestamp error. With a `future_horizon` too, a reading dated more
+    than that after its message's time is not stored but dead-lettered
+    (`future_timestamp`): one reading dated 2099 would otherwise freeze the device's
+    latest state, which only moves forward. Judged against the message time, not the
+    clock on the wall, so a replay judges the same way.
     """
     if value is None:
         return _reject(offset, timestamp_ms, key, value, "null_value", "no value (tombstone)")
+    message_time = None if clock is None else clock(timestamp_ms)
     try:
         decoded = decode_message(
             value,
             max_readings=max_readings,
             max_message_bytes=max_message_bytes,
-            default_timestamp=None if clock is None else clock(timestamp_ms),
+            default_timestamp=message_time,
         )
     except MessageError as err:
         return _reject(offset, timestamp_ms, key, value, err.reason, err.detail)
@@ -104,6 +111,20 @@ def read_message(
         if counts:
             detail = f"{', '.join(counts)}: {detail}"
         dead_letter = DeadLetter(problems[0].reason, detail[:MAX_DETAIL_CHARS])
+    if future_horizon is not None and message_time is not None:
+        latest = message_time + future_horizon
+        future = [r for r in records if r.timestamp > latest]
+        if future:
+            records = [r for r in records if r.timestamp <= latest]
+            text = (
+                f"{len(future)} reading(s) dated after {latest:%Y-%m-%d %H:%M:%S} (the message "
+                f"time + {future_horizon}), first {future[0].timestamp:%Y-%m-%d %H:%M:%S}"
+            )
+            if dead_letter is None:
+                dead_letter = DeadLetter(FUTURE_TIMESTAMP, text[:MAX_DETAIL_CHARS])
+            else:
+                detail = f"{dead_letter.detail}; {text}"
+                dead_letter = DeadLetter(dead_letter.reason, detail[:MAX_DETAIL_CHARS])
     return PendingMessage(
         offset, timestamp_ms, key, value, records, dead_letter, unkeyed,
         decoded.timestamps_defaulted,

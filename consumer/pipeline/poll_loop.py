@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -94,6 +95,7 @@ class PollLoop:
         self._deps = dependencies
         self._flow = FlowControl(settings.worker_queue_max_records, settings.worker_queue_max_bytes)
         self._clock = DeviceClock(ZoneInfo(settings.device_timezone))
+        self._future_horizon = timedelta(seconds=settings.future_timestamp_horizon_s)
         self._book = CommitBook(COMMIT_INTERVAL_S)
         self._owned: dict[int, _Owned] = {}
         self._stop = threading.Event()
@@ -217,7 +219,7 @@ class PollLoop:
                 continue
             pending = read_message(
                 offset, msg.timestamp()[1], msg.key(), msg.value(), max_readings, max_bytes,
-                self._clock,
+                self._clock, self._future_horizon,
             )  # fmt: skip
             by_partition[partition].append(pending)
             records += len(pending.records)

@@ -96,3 +96,27 @@ def test_s2_readings_without_timestamps_in_one_message_are_all_stored(stack: Sta
     assert [(r[0] - rows[0][0]).total_seconds() for r in rows] == [0, 1, 2]
     assert proc.metric("health_consumer_records_duplicate_total") == 0
     assert proc.terminate() == 0
+
+
+def test_s7_a_reading_dated_2099_is_dead_lettered_and_the_latest_state_moves_on(
+    stack: Stack, redis_client: redis.Redis
+) -> None:
+    sn = "S7DEVICE00000001"
+    now = "2025-06-09 08:00:00"
+    far = {"deviceSn": sn, "heart_rate": 99, "timestamp": "2099-01-01 00:00:00"}
+    stack.produce(
+        [
+            (sn.encode(), orjson.dumps({"data": [{**far, "timestamp": now}, far]}), []),
+            (sn.encode(), orjson.dumps({"data": {**far, "timestamp": "2025-06-09 09:00:00"}}), []),
+        ]
+    )
+    proc = stack.consumer(**FAST).start()
+    wait_for(lambda: committed_all(stack), 60, what="both messages committed")
+    rows = stack.rows("SELECT `timestamp` FROM t_user_health_data ORDER BY 1")
+    assert [f"{r[0]:%Y-%m-%d %H:%M:%S}" for r in rows] == [now, "2025-06-09 09:00:00"]
+    letters = stack.read_topic(stack.dlq_topic, 1)
+    headers = {k: (v or b"").decode() for k, v in letters[0].headers() or []}
+    assert headers["error.reason"] == "future_timestamp"
+    assert "2099-01-01 00:00:00" in headers["error.detail"]
+    assert redis_client.hget(f"health_data:{sn}", "timestamp") == "2025-06-09 09:00:00"
+    assert proc.terminate() == 0

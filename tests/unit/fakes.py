@@ -34,7 +34,7 @@ class FakeMessage:
     _offset: int
     _key: bytes | None
     _value: bytes | None
-    _timestamp_ms: int = 1_700_000_000_000
+    _timestamp_ms: int = 1_900_000_000_000  # 2030: after every reading the tests send
 
     def error(self) -> None:
         return None

@@ -35,8 +35,15 @@ KAFKA_MS = int(KAFKA_TIME.replace(tzinfo=dt.UTC).timestamp() * 1000) + 789  # ms
 UTC_CLOCK = DeviceClock(ZoneInfo("UTC"))
 
 
-def read(body: Any, key: bytes | None = SAMPLE_SN.encode(), clock: Any = UTC_CLOCK) -> Any:
-    return read_message(7, KAFKA_MS, key, orjson.dumps(body), 1000, clock=clock)
+def read(
+    body: Any,
+    key: bytes | None = SAMPLE_SN.encode(),
+    clock: Any = UTC_CLOCK,
+    future_horizon: dt.timedelta | None = None,
+) -> Any:
+    return read_message(
+        7, KAFKA_MS, key, orjson.dumps(body), 1000, clock=clock, future_horizon=future_horizon
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -68,10 +75,28 @@ def test_the_message_time_fills_only_the_readings_that_lack_one() -> None:
     flush = [watch_reading(timestamp=ABSENT), watch_reading(), watch_reading(cjsj=None)]
     flush[2].pop("timestamp")
     pending = read(envelope(flush))
+    # The second reading without a time gets one second more (issue 18, S2): distinct.
     assert [r.timestamp for r in pending.records] == [
-        KAFKA_TIME, dt.datetime(2025, 5, 31, 21, 18, 24), KAFKA_TIME,
+        KAFKA_TIME, dt.datetime(2025, 5, 31, 21, 18, 24), KAFKA_TIME + dt.timedelta(seconds=1),
     ]  # fmt: skip
     assert pending.timestamps_from_kafka == 2
+
+
+@pytest.mark.parametrize(("after_s", "stored"), [(-1, True), (0, True), (1, False)])
+def test_a_reading_beyond_the_future_horizon_is_dead_lettered(after_s: int, stored: bool) -> None:
+    """Issue 18 S7 at the horizon - 1 s, the horizon and + 1 s (judged against the message
+    time, so a replay judges the same)."""
+    horizon = dt.timedelta(days=1)
+    ts = KAFKA_TIME + horizon + dt.timedelta(seconds=after_s)
+    future = watch_reading(timestamp=f"{ts:%Y-%m-%d %H:%M:%S}")
+    pending = read(envelope([watch_reading(), future]), future_horizon=horizon)
+    assert len(pending.records) == (2 if stored else 1)
+    if stored:
+        assert pending.dead_letter is None
+    else:
+        assert pending.dead_letter is not None
+        assert pending.dead_letter.reason == "future_timestamp"
+        assert f"{ts:%Y-%m-%d %H:%M:%S}" in pending.dead_letter.detail
 
 
 @pytest.mark.parametrize("sent", ["2025-13-01 00:00:00", "yesterday", 1748726304000, [1]])

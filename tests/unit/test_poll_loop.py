@@ -308,8 +308,8 @@ def test_a_reading_without_timestamp_is_stored_at_the_message_time(
     h.broker.produce(0, b"SN1", orjson.dumps({"data": {"deviceSn": "SN1", "heart_rate": 64}}))
     h.consumer.rebalance("assign", [0])
     h.wait(lambda: h.broker.committed.get(0) == 1)
-    # The fake broker stamps 1_700_000_000_000 ms; DEVICE_TIMEZONE defaults to UTC.
-    assert [r.timestamp for r in h.mysql.rows] == [datetime(2023, 11, 14, 22, 13, 20)]
+    # The fake broker stamps 1_900_000_000_000 ms; DEVICE_TIMEZONE defaults to UTC.
+    assert [r.timestamp for r in h.mysql.rows] == [datetime(2030, 3, 17, 17, 46, 40)]
     assert h.ledger.totals().timestamps_from_kafka == 1
     assert h.dlq.letters == []
     h.stop()
