@@ -387,7 +387,8 @@ class PollLoop:
             self._book.forget(p)
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        # error_cb reports a fatal error as code _FATAL without the fatal() flag set.
+        if err.fatal() or err.code() == KafkaError._FATAL:
             log.critical("fatal kafka error: %s", err)
             self._deps.report("kafka", False, str(err))
             self._fatal = str(err)
