@@ -362,3 +362,24 @@ def test_a_fatal_kafka_error_exits_non_zero(small_stack: Stack) -> None:
     code = first.proc.wait(90)
     assert code == 4
     assert "fatal Kafka error" in first.log_path.read_text()
+
+
+def test_a_replica_started_with_mariadb_unreachable_waits_instead_of_exiting(
+    small_stack: Stack,
+) -> None:
+    """A closed port stands in for MariaDB down (the shared server is never stopped)."""
+    url = f"mysql+pymysql://root@127.0.0.1:{free_port()}/{small_stack.database}"
+    proc = small_stack.consumer(DATABASE_URL=url, **FAST).launch()
+    assert proc.proc is not None
+
+    def state() -> tuple[int, Any] | None:
+        try:
+            return proc.get("/livez")[0], proc.json("/readyz")
+        except OSError:
+            return None
+
+    live, (ready, body) = wait_for(lambda: (s := state()) and not s[1][1]["ready"] and s, 60,
+                                   what="sidecar up, not ready")  # fmt: skip
+    time.sleep(3)  # several retries later it is still there, still waiting
+    assert (live, ready) == (200, 503) and body["dependencies"]["mysql"] is False
+    assert proc.proc.poll() is None
