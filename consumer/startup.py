@@ -52,7 +52,7 @@ class Limits:
     """The sizes the servers report, read once Kafka answers."""
 
     partitions: int  # of the source topic: all of them may land on one replica
-    broker_max_bytes: int  # smallest broker `message.max.bytes`
+    broker_max_bytes: int  # smallest broker `message.max.bytes` (the topics' default)
     dlq_topic_max_bytes: int  # DLQ topic `max.message.bytes`
     source_topic_max_bytes: int  # source topic `max.message.bytes`
 
@@ -81,17 +81,17 @@ def check_limits(settings: Settings, limits: Limits, pool_capacity: int) -> list
     or stall data; return warnings (each naming both values) for what only degrades."""
     producer_max = producer_max_bytes(settings.kafka_client)
     needed = dlq_bytes_needed(producer_max)
-    for what, limit in (
-        (f"the DLQ topic {settings.dlq_topic}'s max.message.bytes", limits.dlq_topic_max_bytes),
-        ("the broker's message.max.bytes", limits.broker_max_bytes),
-    ):
-        if needed > limit:
-            raise StartupRefused(
-                f"KAFKA_CLIENT_MESSAGE_MAX_BYTES: the dead-letter producer's message.max.bytes"
-                f"={producer_max} needs {needed} bytes with framing and compression, more "
-                f"than {what}={limit}: the broker would refuse large dead letters. Lower "
-                "KAFKA_CLIENT_MESSAGE_MAX_BYTES or raise the topic's/broker's limit"
-            )
+    # The topic's max.message.bytes is what the broker enforces for it; the broker's
+    # message.max.bytes is only its default, named to say where the value comes from.
+    if needed > limits.dlq_topic_max_bytes:
+        raise StartupRefused(
+            f"KAFKA_CLIENT_MESSAGE_MAX_BYTES: the dead-letter producer's message.max.bytes="
+            f"{producer_max} needs {needed} bytes with framing and compression, more than "
+            f"the DLQ topic {settings.dlq_topic}'s max.message.bytes="
+            f"{limits.dlq_topic_max_bytes} (the broker's default message.max.bytes is "
+            f"{limits.broker_max_bytes}): the broker would refuse large dead letters. Lower "
+            "KAFKA_CLIENT_MESSAGE_MAX_BYTES or raise the topic's max.message.bytes"
+        )
     warnings = []
     overhead = letter_overhead(settings)
     if settings.max_message_bytes + overhead > producer_max:
