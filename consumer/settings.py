@@ -168,12 +168,6 @@ class Settings(BaseSettings):
             )
         if self.batch_min_wait_ms > self.batch_max_wait_ms:
             raise ValueError("BATCH_MIN_WAIT_MS must not exceed BATCH_MAX_WAIT_MS")
-        if self.max_readings_per_message > self.batch_max_records:
-            raise ValueError(
-                f"MAX_READINGS_PER_MESSAGE ({self.max_readings_per_message}) must not exceed "
-                f"BATCH_MAX_RECORDS ({self.batch_max_records}): one message would overflow "
-                "a batch"
-            )
         for name in ("error_rate", "resource", "queue"):
             suffix = "_percent" if name == "resource" else ""
             low = getattr(self, f"health_{name}_degraded{suffix}")

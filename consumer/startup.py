@@ -109,6 +109,13 @@ def check_limits(settings: Settings, limits: Limits, pool_capacity: int) -> list
             f"{limits.source_topic_max_bytes} admits messages over MAX_MESSAGE_BYTES="
             f"{settings.max_message_bytes}: those are dead-lettered as message_too_large"
         )
+    if settings.max_readings_per_message > settings.batch_max_records:
+        most_per_batch = settings.batch_max_records - 1 + settings.max_readings_per_message
+        warnings.append(
+            f"MAX_READINGS_PER_MESSAGE={settings.max_readings_per_message} exceeds "
+            f"BATCH_MAX_RECORDS={settings.batch_max_records}: a message is never split, so "
+            f"one batch may hold up to {most_per_batch} records"
+        )
     needed_connections = limits.partitions + POOL_RESERVE
     if pool_capacity < needed_connections:
         warnings.append(

@@ -73,3 +73,15 @@ def test_pool_against_the_partitions_one_replica_can_own(delta: int) -> None:
 def test_defaults_only_warn_that_the_largest_messages_would_be_truncated() -> None:
     warnings = check_limits(load_settings(), limits(), 20)
     assert len(warnings) == 1 and "MAX_MESSAGE_BYTES=1048576" in warnings[0]
+
+
+@pytest.mark.parametrize("delta", [-1, 0, 1])
+def test_readings_per_message_against_the_batch_cap(
+    delta: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCH_MAX_RECORDS", "100")
+    monkeypatch.setenv("MAX_READINGS_PER_MESSAGE", str(100 + delta))
+    warnings = [w for w in check_limits(load_settings(), limits(), 100) if "BATCH_MAX" in w]
+    assert bool(warnings) == (delta > 0)
+    if warnings:
+        assert "MAX_READINGS_PER_MESSAGE=101" in warnings[0] and "up to 200 records" in warnings[0]
