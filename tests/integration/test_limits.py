@@ -378,8 +378,11 @@ def test_a_replica_started_with_mariadb_unreachable_waits_instead_of_exiting(
         except OSError:
             return None
 
-    live, (ready, body) = wait_for(lambda: (s := state()) and not s[1][1]["ready"] and s, 60,
-                                   what="sidecar up, not ready")  # fmt: skip
+    def waiting(s: tuple[int, Any] | None) -> bool:
+        return s is not None and s[1][0] == 503 and s[1][1]["dependencies"]["mysql"] is False
+
+    wait_for(lambda: waiting(state()), 60, what="sidecar up, MySQL named down")
     time.sleep(3)  # several retries later it is still there, still waiting
-    assert (live, ready) == (200, 503) and body["dependencies"]["mysql"] is False
+    now = state()
+    assert now is not None and now[0] == 200 and waiting(now)
     assert proc.proc.poll() is None
