@@ -213,6 +213,28 @@ def test_oversized_dead_letters_are_truncated_acknowledged_and_refused_by_replay
     assert any("refused, truncated dead letter" in e for e in report["errors"])
 
 
+def test_with_both_limits_raised_a_large_dead_letter_travels_whole(small_stack: Stack) -> None:
+    """The README's advice done right: DLQ producer and DLQ topic raised together, so a
+    message over MAX_MESSAGE_BYTES is dead-lettered whole (and stays replayable)."""
+    stack = small_stack
+    raise_topic_limit(stack, 3_000_000)
+    producer_max = 2_000_000
+    topic = NewTopic(stack.dlq_topic, num_partitions=1, replication_factor=1,
+                     config={"max.message.bytes": str(dlq_bytes_needed(producer_max))})  # fmt: skip
+    stack.admin.create_topics([topic])[stack.dlq_topic].result(30)
+    value = b"{" + b" " * 1_499_999  # over MAX_MESSAGE_BYTES (1 MiB)
+    producer = big_producer()
+    producer.produce(stack.topic, key=b"SN-W", value=value, partition=0)
+    assert producer.flush(30) == 0
+    stack.consumer(KAFKA_CLIENT_MESSAGE_MAX_BYTES=str(producer_max), **FAST).start()
+    end = stack.end_offsets()
+    wait_for(lambda: committed_to(stack, end), 60, what="committed to the end")
+    (letter,) = stack.read_topic(stack.dlq_topic, 1, timeout=30)
+    h = headers_of(letter)
+    assert h["error.reason"] == b"message_too_large" and TRUNCATED_HEADER not in h
+    assert letter.value() == value
+
+
 @pytest.mark.parametrize("delta", [-1, 0, 1])
 def test_max_message_bytes_boundary(small_stack: Stack, delta: int) -> None:
     stack, limit = small_stack, 4096
