@@ -76,18 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from consumer.db.migrate import SchemaNotReady
         from consumer.memory import limit_malloc_arenas
-        from consumer.pipeline.poll_loop import WorkerFailed
+        from consumer.pipeline.poll_loop import KafkaFatal, WorkerFailed
         from consumer.service import run
 
         limit_malloc_arenas()  # before any thread starts
         try:
             run(settings)
-        except SchemaNotReady as exc:
+        except (SchemaNotReady, ConfigError) as exc:  # waiting cannot fix these
             print(f"health-consumer: {exc}", file=sys.stderr)
             return 2
         except WorkerFailed as exc:  # already logged with partition and offsets
             print(f"health-consumer: stopped on an unexpected fault: {exc}", file=sys.stderr)
             return 3
+        except KafkaFatal as exc:  # the consumer cannot continue; a restart rejoins
+            print(f"health-consumer: fatal Kafka error: {exc}", file=sys.stderr)
+            return 4
         return 0
 
     from consumer.tools.simulate import DEFAULT_START, ReadingGenerator, simulate
@@ -140,12 +143,18 @@ def _report(summary: SimSummary, path: str | None) -> int:
 
 
 def _migrate(database_url: str, dry_run: bool) -> int:
+    from sqlalchemy.exc import DBAPIError
+
     from consumer.db.migrate import SchemaNotReady, migrate
+    from consumer.startup import describe_db_error
 
     try:
         result = migrate(database_url, dry_run=dry_run, log=lambda line: log.info("%s", line))
     except SchemaNotReady as exc:
         print(f"health-consumer: {exc}", file=sys.stderr)
+        return 2
+    except DBAPIError as exc:  # server down, unknown database, access denied: one line
+        print(f"health-consumer: DATABASE_URL: {describe_db_error(exc)}", file=sys.stderr)
         return 2
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)

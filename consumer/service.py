@@ -1,12 +1,22 @@
-"""Wiring and lifecycle of one replica: settings -> sinks -> poll loop, plus signals."""
+"""Wiring and lifecycle of one replica: settings -> sinks -> poll loop, plus signals.
+
+Shutdown has one deadline, SHUTDOWN_TIMEOUT_S from the first SIGTERM, for everything: the
+workers' drain gets all of it but `close_reserve_s`, which is left for the final commit,
+leaving the group and closing the sinks; a watchdog exits the process at the deadline
+whatever is still running. Keep SHUTDOWN_TIMEOUT_S below the orchestrator's grace period
+(k8s `terminationGracePeriodSeconds`, 45 s in deploy/k8s) so SIGKILL never cuts a commit.
+"""
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
 import signal
+import socket
 import threading
+import time
 from types import FrameType
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -16,7 +26,7 @@ from consumer.health_alerts.reload import RuleReloader
 from consumer.health_alerts.repository import RuleCache
 from consumer.observe.api import Api
 from consumer.observe.health import Band, HealthThresholds
-from consumer.observe.http import Sidecar
+from consumer.observe.http import Route, Sidecar
 from consumer.observe.monitor import Monitor
 from consumer.observe.ops_alerts import AlertEngine
 from consumer.observe.ops_rules import AlertThresholds
@@ -28,13 +38,20 @@ from consumer.pipeline.flush import Flusher, RetryPolicy, Sinks
 from consumer.pipeline.ledger import Ledger
 from consumer.pipeline.poll_loop import PollLoop
 from consumer.pipeline.worker import PartitionWorker
-from consumer.settings import Settings
+from consumer.settings import ConfigError, Settings
 from consumer.sinks.dlq import DeadLetterSink
 from consumer.sinks.mysql import MySQLSink, make_engine
 from consumer.sinks.redis import RedisSink
 from consumer.startup import wait_for_dependencies
 
 log = logging.getLogger(__name__)
+
+EXIT_SHUTDOWN_OVERRAN = 5
+
+
+def close_reserve_s(shutdown_timeout_s: float) -> float:
+    """The part of the shutdown deadline kept for commit, leaving the group and closing."""
+    return min(10.0, shutdown_timeout_s / 3)
 
 
 class Replica:
@@ -100,10 +117,8 @@ class Replica:
         self.registry = CollectorRegistry()
         self.registry.register(ReplicaCollector(self.monitor, self.ledger))
         ProcessCollector(registry=self.registry)
-        self.sidecar = Sidecar(
-            settings.http_host, settings.http_port, self.registry, Api(self.monitor).routes(),
-            settings.http_max_connections, settings.http_timeout_s,
-        )  # fmt: skip
+        self.sidecar = _bind_sidecar(settings, self.registry, Api(self.monitor).routes())
+        self._deadline: float | None = None
 
     def _new_worker(self, partition: int) -> PartitionWorker:
         s = self.settings
@@ -118,8 +133,17 @@ class Replica:
         return PartitionWorker(partition, flusher, policy)
 
     def request_stop(self) -> None:
+        """Start the one shutdown deadline (the first call counts) and stop consuming."""
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.settings.shutdown_timeout_s
+            _start_watchdog(self._deadline, self.settings.shutdown_timeout_s)
         self._stop.set()
-        self.loop.request_stop()
+        self.loop.request_stop(self._deadline - close_reserve_s(self.settings.shutdown_timeout_s))
+
+    def _remaining(self, cap: float) -> float:
+        if self._deadline is None:
+            return cap
+        return max(0.1, min(cap, self._deadline - time.monotonic()))
 
     def run(self) -> None:
         """Serve the sidecar at once, wait for MySQL and Kafka, then consume."""
@@ -130,14 +154,61 @@ class Replica:
             if wait_for_dependencies(self.settings, self.engine, self.dependencies, self._stop):
                 self.loop.run()
         finally:
+            if self._deadline is None:  # the loop stopped by itself (a fault): same budget
+                self._deadline = time.monotonic() + close_reserve_s(
+                    self.settings.shutdown_timeout_s
+                )
+                _start_watchdog(self._deadline, self.settings.shutdown_timeout_s)
             self.rule_reloader.close()
             self.monitor.close()
             self.sidecar.close()
             if self.webhook is not None:
-                self.webhook.close()
-            self.sinks.dlq.close()
+                self.webhook.close(self._remaining(5.0))
+            self.sinks.dlq.close(self._remaining(10.0))
             self.sinks.redis.close()
             self.engine.dispose()
+
+
+def _bind_sidecar(
+    settings: Settings, registry: CollectorRegistry, routes: dict[str, Route]
+) -> Sidecar:
+    """Bind the sidecar's port now; a port in use or a host that is not ours is a
+    configuration mistake (exit 2 naming the variable), not a traceback."""
+    where = f"{settings.http_host}:{settings.http_port}"
+    try:
+        return Sidecar(
+            settings.http_host, settings.http_port, registry, routes,
+            settings.http_max_connections, settings.http_timeout_s,
+        )  # fmt: skip
+    except socket.gaierror as exc:
+        raise ConfigError(f"HTTP_HOST: cannot listen on {where}: {exc.strerror}") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"HTTP_PORT: {where} is already in use") from None
+        if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            raise ConfigError(
+                f"HTTP_HOST: {settings.http_host} is not an address of this host ({exc.strerror})"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(f"HTTP_PORT: no permission to listen on {where}") from None
+        raise
+
+
+def _start_watchdog(deadline: float, timeout_s: float) -> None:
+    """Exit at the shutdown deadline whatever still runs (a hung DB call, a stuck close):
+    uncommitted batches are re-read by the next owner, which is safe; SIGKILL mid-commit
+    by the orchestrator is what the deadline exists to avoid."""
+
+    def expire() -> None:
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        log.critical(
+            "shutdown did not finish within SHUTDOWN_TIMEOUT_S; exiting now",
+            extra={"shutdown_timeout_s": timeout_s},
+        )
+        logging.shutdown()
+        os._exit(EXIT_SHUTDOWN_OVERRAN)
+
+    threading.Thread(target=expire, name="shutdown-watchdog", daemon=True).start()
 
 
 def install_signal_handlers(replica: Replica) -> None:

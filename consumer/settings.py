@@ -6,8 +6,11 @@ instead of failing later on the hot path.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -19,6 +22,17 @@ KAFKA_CLIENT_PREFIX = "KAFKA_CLIENT_"
 _PROTECTED_CONSUMER_PROPS = frozenset(
     {"enable.auto.commit", "enable.auto.offset.store", "group.id", "bootstrap.servers"}
 )
+
+
+# What the dead-letter producer's no-loss promise rests on; a KAFKA_CLIENT_* value outside
+# these is refused at start-up (not silently forced), like the gateway does.
+_DLQ_SAFE_PRODUCER_VALUES = {
+    "acks": frozenset({"all", "-1"}),
+    "request.required.acks": frozenset({"all", "-1"}),
+    "enable.idempotence": frozenset({"true"}),
+}
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")  # fmt: skip
 
 
 class ConfigError(Exception):
@@ -125,6 +139,31 @@ class Settings(BaseSettings):
             ) from None
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _mysql_url(cls, value: SecretStr) -> SecretStr:
+        check_database_url(value.get_secret_value())
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        check_redis_url(value.get_secret_value())
+        return value
+
+    @field_validator("http_host")
+    @classmethod
+    def _bindable_host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOSTNAME.match(value):
+                raise ValueError(
+                    f"{value!r} is not an IP address or host name to listen on "
+                    "(e.g. 127.0.0.1, or 0.0.0.0 for every interface)"
+                ) from None
+        return value
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.kafka_topic == self.dlq_topic:
@@ -142,8 +181,6 @@ class Settings(BaseSettings):
             )
         if self.batch_min_wait_ms > self.batch_max_wait_ms:
             raise ValueError("BATCH_MIN_WAIT_MS must not exceed BATCH_MAX_WAIT_MS")
-        if not self.database_url.get_secret_value().startswith("mysql"):
-            raise ValueError("DATABASE_URL must be a mysql+pymysql:// URL")
         for name in ("error_rate", "resource", "queue"):
             suffix = "_percent" if name == "resource" else ""
             low = getattr(self, f"health_{name}_degraded{suffix}")
@@ -157,7 +194,91 @@ class Settings(BaseSettings):
         if protected:
             names = ", ".join(sorted(protected))
             raise ValueError(f"KAFKA_CLIENT_* may not override {names}: the consumer owns them")
+        check_kafka_client(self.kafka_client)
         return self
+
+
+def _var(prop: str) -> str:
+    return KAFKA_CLIENT_PREFIX + prop.upper().replace(".", "_")
+
+
+def check_database_url(url: str) -> None:
+    """The one driver installed (PyMySQL), a numeric port and a database name; the
+    messages never repeat the URL, which may hold a password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ValueError as exc:  # int() of the port
+        raise ValueError(f"the port is not a number ({exc})") from None
+    except ArgumentError:
+        raise ValueError("not a URL; expected mysql+pymysql://user:password@host:3306/db") from None
+    if parsed.drivername != "mysql+pymysql":
+        raise ValueError(
+            f"scheme {parsed.drivername}:// is not supported; use mysql+pymysql:// "
+            "(PyMySQL is the only MySQL driver installed)"
+        )
+    if parsed.port is not None and not 0 < parsed.port < 65_536:
+        raise ValueError(f"port {parsed.port} is out of range 1-65535")
+    if not parsed.database:
+        raise ValueError("no database name; expected mysql+pymysql://user@host:3306/db")
+
+
+def check_redis_url(url: str) -> None:
+    """redis://, rediss:// or unix://, a numeric port and database number."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("scheme must be redis://, rediss:// or unix:// (e.g. redis://host:6379/0)")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port ({exc})") from None
+    if port is not None and port == 0:
+        raise ValueError("port 0 is not a Redis port")
+    if parts.scheme != "unix":
+        if not parts.hostname:
+            raise ValueError("no host (e.g. redis://host:6379/0)")
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"database {db!r} is not a number (e.g. redis://host:6379/0)")
+
+
+def check_kafka_client(props: dict[str, str]) -> None:
+    """Refuse what would weaken the dead-letter producer, and let librdkafka itself judge
+    every KAFKA_CLIENT_* name and value now, rather than in a traceback after start-up."""
+    for prop, safe in _DLQ_SAFE_PRODUCER_VALUES.items():
+        value = props.get(prop)
+        if value is not None and value.strip().lower() not in safe:
+            raise ValueError(
+                f"{_var(prop)}={value} would weaken the dead-letter producer, whose "
+                f"acknowledgements the no-loss promise rests on; allowed: "
+                f"{', '.join(sorted(safe))} (or leave it unset)"
+            )
+    if not props:
+        return
+    problem = _librdkafka_rejects(props)
+    if problem is None:
+        return
+    for prop, value in props.items():  # librdkafka quotes the property it rejects
+        if f'"{prop}"' in problem:
+            raise ValueError(f"{_var(prop)}={value}: {problem}")
+    names = ", ".join(_var(p) for p in sorted(props))
+    raise ValueError(f"{names}: {problem}")
+
+
+def _librdkafka_rejects(props: dict[str, str]) -> str | None:
+    """librdkafka's complaint about `props` in a consumer or a producer, or None. No
+    bootstrap servers are given, so nothing connects; log_level 0 keeps it quiet."""
+    from confluent_kafka import Consumer, KafkaException, Producer
+
+    quiet = {"log_level": 0}
+    try:
+        Consumer({"group.id": "healthstream-config-check", **props, **quiet}).close()
+        Producer({**props, **quiet})
+    except KafkaException as exc:
+        return str(exc.args[0].str()).strip()
+    return None
 
 
 def kafka_client_properties(environ: Any) -> dict[str, str]:
@@ -178,6 +299,6 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            var = loc.upper() if loc else "settings"
-            problems.append(f"{var}: {err['msg']}")
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{loc.upper()}: {msg}" if loc else msg)
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

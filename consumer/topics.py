@@ -6,6 +6,8 @@ import logging
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 log = logging.getLogger(__name__)
@@ -46,3 +48,29 @@ def partition_count(admin: AdminClient, name: str, timeout_s: float = 30.0) -> i
             f"topic {name!r} is not available: {topic.error if topic else 'missing'}"
         )
     return len(topic.partitions)
+
+
+def broker_max_message_bytes(admin: AdminClient, timeout_s: float = 30.0) -> int:
+    """The smallest `message.max.bytes` among the brokers (any of them may lead the DLQ)."""
+    brokers = admin.list_topics(timeout=timeout_s).brokers
+    resources = [ConfigResource(ResourceType.BROKER, str(b)) for b in brokers]
+    values = []
+    for future in admin.describe_configs(resources, request_timeout=timeout_s).values():
+        entry = future.result(timeout=timeout_s).get("message.max.bytes")
+        if entry is not None and entry.value is not None:
+            values.append(int(entry.value))
+    if not values:
+        raise RuntimeError("no broker reported message.max.bytes")
+    return min(values)
+
+
+def topic_max_message_bytes(admin: AdminClient, name: str, timeout_s: float = 30.0) -> int:
+    """The topic's `max.message.bytes` (the broker's default unless set on the topic)."""
+    futures = admin.describe_configs(
+        [ConfigResource(ResourceType.TOPIC, name)], request_timeout=timeout_s
+    )
+    for future in futures.values():
+        entry = future.result(timeout=timeout_s).get("max.message.bytes")
+        if entry is not None and entry.value is not None:
+            return int(entry.value)
+    raise RuntimeError(f"topic {name!r} did not report max.message.bytes")

@@ -2,16 +2,24 @@
 
 Read-only and never touches the Kafka consumer: every answer is built from state the
 poll loop and workers already publish, so a slow scrape cannot stall the data path.
-Bounded: each connection gets a socket timeout and at most `max_connections` are served
-at once (more are answered 503 at once, without a thread), so idle or hostile clients
-cannot pile up threads. Every answer, errors included, is JSON (or the Prometheus text).
+Bounded: each request has one deadline for the whole request (not per recv, which a client
+sending a byte every few seconds would never hit) and at most `max_connections` are served
+at once, so idle or hostile clients cannot pile up threads. When every slot is taken, a
+small probe lane (`PROBE_SLOTS` threads, `PROBE_TIMEOUT_S` per request) still answers
+`/livez` and `/readyz`: the orchestrator must never restart a healthy replica because slow
+clients hold the sidecar. A full probe lane drops its oldest connection that has not sent
+its request yet (answered 503), so the newest arrival, a probe, is always read. Every
+answer, errors included, is JSON (or the Prometheus text).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,6 +31,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 log = logging.getLogger(__name__)
 
 Route = Callable[[dict[str, list[str]]], tuple[int, Any]]
+
+PROBE_PATHS = frozenset({"/livez", "/readyz"})
+PROBE_SLOTS = 4
+PROBE_TIMEOUT_S = 1.0
 
 
 class Sidecar:
@@ -39,8 +51,8 @@ class Sidecar:
     ) -> None:
         self.registry = registry
         self.routes = routes
-        handler = _handler_for(self, timeout_s)
-        self.server = _BoundedServer((host, port), handler, max_connections)
+        handler = _handler_for(self)
+        self.server = _BoundedServer((host, port), handler, max_connections, timeout_s)
         self.thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
 
     @property
@@ -67,42 +79,134 @@ BUSY_RESPONSE = (
 )
 
 
+class _Connection:
+    """One accepted connection: its lane, its deadline, and whether it is still reading."""
+
+    __slots__ = ("deadline", "done", "probe_lane", "reading", "sock")
+
+    def __init__(self, sock: socket.socket, probe_lane: bool, timeout_s: float) -> None:
+        self.sock = sock
+        self.probe_lane = probe_lane
+        self.deadline = time.monotonic() + timeout_s
+        self.reading = True
+        self.done = threading.Event()  # its thread has ended
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that share one deadline: each recv waits only for what is left."""
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._conn.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request deadline passed")
+        self._conn.sock.settimeout(remaining)
+        return self._conn.sock.recv_into(buffer)
+
+
 class _BoundedServer(ThreadingHTTPServer):
-    """A thread per connection, but never more than `max_connections` threads."""
+    """A thread per connection: at most `max_connections`, plus the probe lane."""
 
     daemon_threads = True
+    request_queue_size = 128  # a burst of hostile connects must not drop a probe's SYN
 
     def __init__(
         self,
         address: tuple[str, int],
         handler: type[BaseHTTPRequestHandler],
         max_connections: int,
+        timeout_s: float = 5.0,
     ) -> None:
         super().__init__(address, handler)
+        self.timeout_s = timeout_s
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._lock = threading.Lock()
+        self.connections: dict[socket.socket, _Connection] = {}
+        self._probe_lane: list[_Connection] = []
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.settimeout(1.0)
-                request.sendall(BUSY_RESPONSE)
-            except OSError:
-                pass
+        if self._slots.acquire(blocking=False):
+            conn = _Connection(request, False, self.timeout_s)
+        elif self._enter_probe_lane(request):
+            conn = _Connection(request, True, min(PROBE_TIMEOUT_S, self.timeout_s))
+        else:
+            _answer_busy(request)
             self.shutdown_request(request)
             return
-        super().process_request(request, client_address)
+        with self._lock:
+            self.connections[request] = conn
+            if conn.probe_lane:
+                self._probe_lane.append(conn)
+        thread = threading.Thread(
+            target=self._serve, args=(conn, client_address), name="http-request", daemon=True
+        )
+        thread.start()
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def _enter_probe_lane(self, request: Any) -> bool:
+        """Room in the probe lane, making it by dropping the oldest connection that has
+        not sent its request yet; False when every one of them is answering."""
+        with self._lock:
+            if len(self._probe_lane) < PROBE_SLOTS:
+                return True
+            victim = next((c for c in self._probe_lane if c.reading), None)
+            if victim is None:
+                return False
+            self._probe_lane.remove(victim)
+            victim.reading = False
+        _answer_busy(victim.sock)
+        with contextlib.suppress(OSError):
+            victim.sock.shutdown(socket.SHUT_RDWR)  # wakes its thread, which then exits
+        victim.done.wait(PROBE_TIMEOUT_S)  # so the lane never holds more threads than seats
+        return True
+
+    def mark_answering(self, sock: socket.socket) -> bool:
+        """The request was read; False if the connection was dropped meanwhile."""
+        with self._lock:
+            conn = self.connections.get(sock)
+            if conn is None or not conn.reading:
+                return False
+            conn.reading = False
+            return True
+
+    def _serve(self, conn: _Connection, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            self.finish_request(conn.sock, client_address)
+        except Exception:
+            self.handle_error(conn.sock, client_address)
         finally:
-            self._slots.release()
+            self.shutdown_request(conn.sock)
+            with self._lock:
+                self.connections.pop(conn.sock, None)
+                if conn in self._probe_lane:
+                    self._probe_lane.remove(conn)
+            if not conn.probe_lane:
+                self._slots.release()
+            conn.done.set()
 
 
-def _handler_for(sidecar: Sidecar, timeout_s: float) -> type[BaseHTTPRequestHandler]:
+def _answer_busy(sock: Any) -> None:
+    try:
+        sock.settimeout(1.0)
+        sock.sendall(BUSY_RESPONSE)
+    except OSError:
+        pass
+
+
+def _handler_for(sidecar: Sidecar) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "healthstream"
-        timeout = timeout_s  # socket timeout: an idle or slow client is dropped
+        server: _BoundedServer
+
+        def setup(self) -> None:
+            super().setup()
+            self.conn = self.server.connections[self.request]
+            # Reads share the request's deadline; an idle or slow client is dropped at it.
+            self.rfile = io.BufferedReader(_DeadlineReader(self.conn))
 
         def handle_one_request(self) -> None:
             try:
@@ -115,13 +219,21 @@ def _handler_for(sidecar: Sidecar, timeout_s: float) -> type[BaseHTTPRequestHand
         ) -> None:
             """Malformed requests and unsupported methods answer JSON, like everything else."""
             self.close_connection = True
+            if not self.server.mark_answering(self.request):
+                return
             if self.request_version == "HTTP/0.9":  # garbage request line: answer as 1.0
                 self.request_version = "HTTP/1.0"
             with contextlib.suppress(OSError):
                 self._json(code, {"error": message or self.responses.get(code, ("error",))[0]})
 
         def do_GET(self) -> None:
+            if not self.server.mark_answering(self.request):
+                return  # dropped from the probe lane (already answered 503)
             url = urlparse(self.path)
+            if self.conn.probe_lane and url.path not in PROBE_PATHS:
+                self.close_connection = True
+                self._send(503, BUSY, "application/json")
+                return
             if url.path == "/metrics":
                 body = generate_latest(sidecar.registry)
                 self._send(200, body, CONTENT_TYPE_LATEST)
@@ -141,6 +253,8 @@ def _handler_for(sidecar: Sidecar, timeout_s: float) -> type[BaseHTTPRequestHand
             self._send(status, _json_body(payload), "application/json")
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
+            # Writing gets what is left of the deadline, and at least a moment.
+            self.connection.settimeout(max(0.5, self.conn.deadline - time.monotonic()))
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

@@ -71,6 +71,11 @@ class WorkerFailed(Exception):
     """A worker stopped on a fault it could not pin on any row: the replica must restart."""
 
 
+class KafkaFatal(Exception):
+    """librdkafka reported a fatal error (e.g. a fenced static member): the consumer is
+    unusable, so the replica exits non-zero and the orchestrator restarts it."""
+
+
 @dataclass(slots=True)
 class _Owned:
     """The poll thread's state of one assigned partition."""
@@ -104,6 +109,8 @@ class PollLoop:
         self._last_poll_at = time.monotonic()
         self._last_commit_at = 0.0
         self._failed: str | None = None
+        self._fatal: str | None = None
+        self._stop_deadline: float | None = None  # monotonic; set by request_stop
         self._phase = "starting"
         make = make_consumer or (lambda on_commit, on_error: _kafka_consumer(
             settings, on_commit, on_error))  # fmt: skip
@@ -111,7 +118,11 @@ class PollLoop:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def request_stop(self) -> None:
+    def request_stop(self, deadline: float | None = None) -> None:
+        """Stop consuming; the workers' drain ends by `deadline` (monotonic) at the latest,
+        else SHUTDOWN_TIMEOUT_S after the loop notices."""
+        if deadline is not None:
+            self._stop_deadline = deadline
         self._stop.set()
 
     def run(self) -> None:
@@ -148,11 +159,13 @@ class PollLoop:
             self._shutdown()
         if self._failed is not None:
             raise WorkerFailed(self._failed)
+        if self._fatal is not None:
+            raise KafkaFatal(self._fatal)
 
     def _shutdown(self) -> None:
         """Stop fetching, let every worker flush, commit what was flushed, leave the group."""
         self._phase = "stopping"
-        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        deadline = self._stop_deadline or time.monotonic() + self.settings.shutdown_timeout_s
         tps = [TopicPartition(self.topic, p) for p in self._owned]
         if tps:
             try:
@@ -174,6 +187,8 @@ class PollLoop:
                 )
                 owned.worker.abandon()
         self._commit_sync(list(self._owned))
+        # Forget them now: close() runs on_revoke, which must not wait on them a second time.
+        self._forget(list(self._owned))
         self._consumer.close()  # leaves the group; on_revoke finds nothing left to flush
         log.info("consumer closed")
 
@@ -374,9 +389,11 @@ class PollLoop:
             self._book.forget(p)
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        # error_cb reports a fatal error as code _FATAL without the fatal() flag set.
+        if err.fatal() or err.code() == KafkaError._FATAL:
             log.critical("fatal kafka error: %s", err)
             self._deps.report("kafka", False, str(err))
+            self._fatal = str(err)
             self._stop.set()
             return
         if err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE):

@@ -10,6 +10,10 @@ start offset up to the end offsets captured when it starts, with a throwaway gro
 the consumers' committed offsets and a DLQ that keeps growing are both left alone. Entries
 are streamed one batch at a time and librdkafka's prefetch and send queues are capped, so
 memory stays bounded however large the DLQ is.
+
+A dead letter truncated to fit the DLQ's size limit (`dlq.truncated` header, with the
+original sizes and sha256 digests) is refused by `replay`: republishing it would feed the
+consumer a message that is not the one the device sent. It is counted and named instead.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from consumer import __version__
 from consumer.settings import Settings
+from consumer.sinks.dlq import ORIGINAL_VALUE_BYTES, ORIGINAL_VALUE_SHA256, TRUNCATED_HEADER
 from schemas.publish import producer_config
 
 log = logging.getLogger(__name__)
@@ -76,6 +81,9 @@ class DeadLetter:
     source_topic: str | None
     source_partition: int | None
     source_offset: int | None
+    truncated: bool = False
+    original_bytes: int | None = None  # of the value, when truncated
+    original_sha256: str | None = None
 
     @classmethod
     def from_message(cls, msg: Any) -> DeadLetter:
@@ -94,6 +102,9 @@ class DeadLetter:
             source_topic=headers.get("source.topic") or None,
             source_partition=_int_or_none(headers.get("source.partition")),
             source_offset=_int_or_none(headers.get("source.offset")),
+            truncated=TRUNCATED_HEADER in headers,
+            original_bytes=_int_or_none(headers.get(ORIGINAL_VALUE_BYTES)),
+            original_sha256=headers.get(ORIGINAL_VALUE_SHA256) or None,
         )
 
     def source(self) -> str | None:
@@ -338,6 +349,7 @@ class ReplayReport:
     delivered: int = 0
     failed: int = 0
     unroutable: int = 0
+    refused: int = 0  # truncated dead letters: not the original message
     by_reason: Counter[str] = field(default_factory=Counter)
     by_target: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
@@ -345,7 +357,7 @@ class ReplayReport:
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.unroutable == 0
+        return self.failed == 0 and self.unroutable == 0 and self.refused == 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -356,6 +368,7 @@ class ReplayReport:
             "delivered": self.delivered,
             "failed": self.failed,
             "unroutable": self.unroutable,
+            "refused": self.refused,
             "by_reason": dict(sorted(self.by_reason.items())),
             "by_target": dict(sorted(self.by_target.items())),
             "errors": self.errors,
@@ -381,6 +394,14 @@ class Replayer:
         if target is None:
             self.report.unroutable += 1
             self._error(f"{self.dlq_topic}:{dl.partition}:{dl.offset}: no source.topic header")
+            return
+        if dl.truncated:
+            self.report.refused += 1
+            self._error(
+                f"{self.dlq_topic}:{dl.partition}:{dl.offset}: refused, truncated dead letter "
+                f"(original {_dash(dl.original_bytes)} bytes, sha256 {dl.original_sha256 or '-'}"
+                f"); the whole message is only at {dl.source() or 'its source'}"
+            )
             return
         self.report.by_target[target] += 1
         if self.producer is None:  # dry run
@@ -628,7 +649,7 @@ def replay_table(result: dict[str, Any]) -> str:
     mode = "dry run: nothing sent" if result["dry_run"] else "replayed"
     rows = [
         [name, str(result[name])]
-        for name in ("scanned", "matched", "sent", "delivered", "failed", "unroutable")
+        for name in ("scanned", "matched", "sent", "delivered", "failed", "unroutable", "refused")
     ]
     rows += [[f"reason {r}", str(n)] for r, n in result["by_reason"].items()]
     rows += [[f"to topic {t}", str(n)] for t, n in result["by_target"].items()]

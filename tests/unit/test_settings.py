@@ -38,6 +38,8 @@ def test_cross_field_rules(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_kafka_client_passthrough(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_CLIENT_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("KAFKA_CLIENT_SASL_MECHANISMS", "PLAIN")
+    monkeypatch.setenv("KAFKA_CLIENT_SASL_USERNAME", "u")
+    monkeypatch.setenv("KAFKA_CLIENT_SASL_PASSWORD", "p")
     s = load_settings()
     assert s.kafka_client["security.protocol"] == "SASL_SSL"
     assert s.kafka_client["sasl.mechanisms"] == "PLAIN"
