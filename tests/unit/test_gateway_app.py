@@ -536,3 +536,28 @@ def test_start_up_warns_when_the_body_limit_is_over_the_record_limit() -> None:
     assert record_limit(big, 1_048_588).max_bytes == 1_048_588 - 128
     fits = load_settings(max_body_bytes=900_000)
     assert limit_warnings(fits, topic_max=1_048_588) == []
+
+
+@pytest.mark.parametrize("rate", [0.0, 500.0])
+def test_the_load_client_sends_every_upload_and_reads_every_answer(
+    gw: Harness, rate: float
+) -> None:
+    """gateway.client (the simulator's and the benchmark's HTTP client) on keep-alive
+    connections: every body is answered once, good ones 200, the unroutable one 400."""
+    from gateway.client import Sent, post_uploads
+
+    bodies = [orjson.dumps({"data": watch_reading(deviceSn=f"CLI-{i}")}) for i in range(40)]
+    bodies[7] = b"{not json"
+    seen: list[Sent] = []
+    post_uploads(
+        f"http://127.0.0.1:{gw.port}",
+        iter(bodies),
+        rate=rate,
+        duration_s=None,
+        connections=4,
+        on_sent=seen.append,
+    )
+    assert sorted(s.index for s in seen) == list(range(40))
+    assert {s.index: s.status for s in seen if s.status != 200} == {7: 400}
+    assert len(gw.kafka.acked) == 39
+    assert all(s.answered >= s.due for s in seen)
