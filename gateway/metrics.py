@@ -1,9 +1,10 @@
 """The gateway's Prometheus metrics, summed over its worker processes.
 
-Several uvicorn workers serve one port and a scrape lands on any of them, so each worker
-writes its samples to files in PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess
-mode, set up by `gateway.cli` before the workers start) and /metrics merges them all.
-Without that variable (one process, unit tests) the metrics live in a plain registry.
+Several worker processes (GATEWAY_WORKERS) may serve one port and a scrape lands on any
+of them, so each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR
+(prometheus-client's multiprocess mode, set up by `gateway.cli` before the workers start)
+and /metrics merges them all. Without that variable (one process, unit tests) the metrics
+live in a plain registry.
 """
 
 from __future__ import annotations

@@ -54,6 +54,9 @@ def gateway_producer_config(settings: GatewaySettings) -> dict[str, Any]:
     return producer_config(
         settings.kafka_bootstrap_servers,
         **{
+            # Bytes as well as messages: 64 MiB of queued records at most (503 queue_full
+            # beyond), so a Kafka stall with large uploads cannot grow a pod past its limit.
+            "queue.buffering.max.kbytes": 65536,
             **settings.kafka_client,
             "linger.ms": settings.linger_ms,
             "message.timeout.ms": int(settings.delivery_timeout_s * 1000),

@@ -357,6 +357,7 @@ def test_producer_config_keeps_the_contract() -> None:
     assert config["partitioner"] == "murmur2_random"
     assert config["message.timeout.ms"] == 7000
     assert config["linger.ms"] == 2
+    assert config["queue.buffering.max.kbytes"] == 65536  # memory bounded in bytes too
 
 
 def _split_answers(raw: bytes) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
