@@ -134,10 +134,17 @@ def supervise(settings: GatewaySettings, sock: socket.socket) -> int:
         if pid not in workers:
             continue
         workers.discard(pid)
-        if os.waitstatus_to_exitcode(status) != 0:
-            code = 1
-        if not stopping:
-            log.error("gateway worker exited: starting another", extra={"pid": pid})
+        exit_code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            # A worker still starting dies of the signal itself (its loop's handlers are
+            # not installed yet): it held nothing, so that is a clean stop too.
+            clean = (0, -signal.SIGTERM, -signal.SIGINT)
+            code = code or int(exit_code not in clean)
+        else:
+            log.error(
+                "gateway worker exited: starting another",
+                extra={"worker": pid, "exit_code": exit_code},
+            )
             time.sleep(1.0)
             workers.add(spawn())
     return code if stopping else 1

@@ -263,3 +263,24 @@ def test_an_upload_kafka_cannot_take_is_a_413_never_a_503(stack: Stack, gateway_
     assert gw.metric("health_gateway_produce_errors_total") == 0  # Kafka is not blamed
     log = gw.log_path.read_text()
     assert "GATEWAY_MAX_BODY_BYTES=1048576" in log and "message.max.bytes=1000000" in log
+
+
+def test_a_dead_worker_is_replaced_and_sigterm_stops_all_with_exit_0(
+    stack: Stack, gateway_for: Any
+) -> None:
+    import psutil
+
+    gw = gateway_for(workers=2)
+    assert gw.proc is not None
+    supervisor = psutil.Process(gw.proc.pid)
+    first = {p.pid for p in supervisor.children()}
+    assert len(first) == 2
+    psutil.Process(min(first)).kill()
+    wait_for(
+        lambda: len({p.pid for p in supervisor.children()} - first) == 1,
+        30,
+        what="a new worker",
+    )
+    assert gw.post(orjson.dumps({"data": reading("SUP-1", 1)}))[0] == 200
+    assert gw.stop() == 0
+    assert "gateway worker exited: starting another" in gw.log_path.read_text()
