@@ -31,6 +31,8 @@ import httptools
 
 SERVER_HEADER = b""  # no Server header: nothing to fingerprint
 MAX_PIPELINED = 64  # answers owed on one connection before we stop reading it
+MAX_HEAD_BYTES = 65_536  # request line + headers; more is a malformed request (400)
+LINGER_S = 2.0  # after a closing answer: how long the client may take to close its side
 _STATUS_LINES = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus
 }
@@ -122,7 +124,9 @@ class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_closing",
+        "_head_size",
         "_headers",
+        "_lingering",
         "_oversize",
         "_parser",
         "_paused",
@@ -143,8 +147,10 @@ class HttpConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._size = 0
+        self._head_size = 0
         self._oversize = False
         self._closing = False
+        self._lingering: asyncio.Transport | None = None
         self._paused = False
         self.deadline = 0.0
 
@@ -157,7 +163,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        self._transport = None
+        self._transport = self._lingering = None
         self.server.connections.discard(self)
 
     def eof_received(self) -> bool:
@@ -183,13 +189,21 @@ class HttpConnection(asyncio.Protocol):
         self._headers = []
         self._body = []
         self._size = 0
+        self._head_size = 0
         self._oversize = False
         self.deadline = self.server.now() + self.server.request_timeout_s
 
+    def _count_head(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > MAX_HEAD_BYTES:  # feed_data re-raises it as a parser error
+            raise ValueError("request head too large")
+
     def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value))
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
@@ -249,8 +263,7 @@ class HttpConnection(asyncio.Protocol):
                 continue  # the client left; its answers go nowhere
             transport.write(reply.wire)  # type: ignore[arg-type]
             if reply.close:
-                transport.close()
-                self._transport = None
+                self._linger(transport)
                 transport = None
         if transport is not None and not pending:
             if self._closing:
@@ -259,6 +272,20 @@ class HttpConnection(asyncio.Protocol):
                 self._paused = False
                 transport.resume_reading()
             self.deadline = self.server.now() + self.server.keepalive_s
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close after the last answer without losing it: send FIN, drop what the client
+        still sends, and close when it closes (or LINGER_S later). Closing at once with
+        unread bytes would send a reset, and the client could lose the answer with it."""
+        self._closing = True
+        self._pending.clear()
+        self._transport = None
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._lingering = transport
+            self.deadline = self.server.now() + LINGER_S
+        else:
+            transport.close()
 
     def _fail(self) -> None:
         """A request we cannot parse: answer 400 after what is owed, then close."""
@@ -273,9 +300,10 @@ class HttpConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self._closing = True
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        for transport in (self._transport, self._lingering):
+            if transport is not None:
+                transport.close()
+        self._transport = self._lingering = None
 
 
 class HttpServer:

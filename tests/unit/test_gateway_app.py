@@ -562,3 +562,9 @@ def test_the_load_client_sends_every_upload_and_reads_every_answer(
     assert {s.index: s.status for s in seen if s.status != 200} == {7: 400}
     assert len(gw.kafka.acked) == 39
     assert all(s.answered >= s.due for s in seen)
+
+
+def test_an_endless_request_head_is_a_400_not_unbounded_memory(gw: Harness) -> None:
+    head = b"GET /livez HTTP/1.1\r\nHost: x\r\n" + b"X-Filler: " + b"y" * 70_000 + b"\r\n\r\n"
+    ((status, headers, _),) = _split_answers(gw.raw(head))
+    assert status == b"HTTP/1.1 400 Bad Request" and headers[b"connection"] == b"close"
