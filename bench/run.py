@@ -23,7 +23,9 @@ Scenarios:
   the moment the upload was produced.
 - demo_2k_2_replicas: the `make demo` load (simulator mix, 1% invalid, the demo's alert
   rules) at BENCH_DEMO_RATE messages/s into 2 replicas.
-- gateway_saturation / gateway_2k: the ingest gateway (bench/bench_gateway.py).
+- gateway_floor / gateway_saturation / gateway_2k / gateway_demo_2k: the ingest gateway
+  (bench/bench_gateway.py): its HTTP stack alone, wrk at saturation, 2,000 uploads/s open
+  loop, and make demo's simulator through it; CPU per upload of each gateway process.
 
 Measured per scenario: CPU (utime+stime from /proc/<pid>/stat, all threads) of each
 replica, of mariadbd (the process on the DB port: shared with whoever else uses it) and
@@ -77,6 +79,7 @@ def knob(name: str, full: float, quick: float | None = None) -> float:
 if QUICK:  # bench_gateway reads its knobs at import
     os.environ.setdefault("BENCH_GW_SATURATION_S", "5")
     os.environ.setdefault("BENCH_GW_FIXED_S", "5")
+    os.environ.setdefault("BENCH_GW_RATE", "2000")
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
@@ -88,6 +91,7 @@ from bench.procstat import (  # noqa: E402
     Sampler,
     Watched,
     client_ports,
+    machine_busy_s,
     memory_mb,
     pid_listening_on,
     thread_cpu_seconds,
@@ -724,7 +728,15 @@ def demo(seed: int) -> dict[str, Any]:
 def gateway(run: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
     def wrapped() -> dict[str, Any]:
         load0 = os.getloadavg()
+        busy0 = machine_busy_s()
+        started = time.monotonic()
         result = run()
+        # What else ran: the machine's busy cores over the scenario (2 = both saturated).
+        result["machine_busy_cores"] = round(
+            (machine_busy_s() - busy0) / (time.monotonic() - started), 2
+        )
+        for process, us in result.get("gateway_us_per_process", {}).items():
+            print(f"  gateway CPU {process}: {us} µs/upload", flush=True)
         result["loadavg_1m"] = round(max(load0[0], os.getloadavg()[0]), 2)
         result["machine"] = {
             "cpus": os.cpu_count(),
@@ -781,8 +793,10 @@ def main() -> int:
         "latency_5k_1_replica": lambda: latency(1, seed=13),
         "latency_5k_2_replicas": lambda: latency(2, seed=13),
         "demo_2k_2_replicas": lambda: demo(seed=17),
+        "gateway_floor": gateway(bench_gateway.floor),
         "gateway_saturation": gateway(bench_gateway.saturation),
         "gateway_2k": gateway(bench_gateway.fixed_rate),
+        "gateway_demo_2k": gateway(bench_gateway.demo),
     }
     if only and "floor_consume_decode" in only and "drain_1_replica" not in only:
         only.add("drain_1_replica")  # the floor reads the topic drain_1 filled
@@ -839,8 +853,10 @@ SCENARIO_ORDER = (
     "latency_5k_1_replica",
     "latency_5k_2_replicas",
     "demo_2k_2_replicas",
+    "gateway_floor",
     "gateway_saturation",
     "gateway_2k",
+    "gateway_demo_2k",
 )
 SUMMARY_KEYS = (
     "readings_per_s",
@@ -855,6 +871,11 @@ SUMMARY_KEYS = (
     "p99_ms",
     "loadavg_1m",
     "uploads_per_s",
+    "gateway_us_per_upload",
+    "gateway_us_per_process",
+    "errors",
+    "missing_in_db",
+    "achieved_rate",
     "skipped",
 )
 

@@ -1,13 +1,15 @@
 """The gateway's Prometheus metrics, summed over its worker processes.
 
-Several uvicorn workers serve one port and a scrape lands on any of them, so each worker
-writes its samples to files in PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess
-mode, set up by `gateway.cli` before the workers start) and /metrics merges them all.
-Without that variable (one process, unit tests) the metrics live in a plain registry.
+Several worker processes (GATEWAY_WORKERS) may serve one port and a scrape lands on any
+of them, so each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR
+(prometheus-client's multiprocess mode, set up by `gateway.cli` before the workers start)
+and /metrics merges them all. Without that variable (one process, unit tests) the metrics
+live in a plain registry.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 
 from prometheus_client import (
@@ -122,3 +124,46 @@ def mark_worker_dead(pid: int) -> None:
     directory = multiprocess_dir()
     if directory is not None:
         prom_multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+class Tally:
+    """Per-request counts in plain ints, added to the shared metrics by `flush()` (once a
+    second and before every scrape). Why: a prometheus-client sample in multiprocess mode
+    costs ~2 us (a lock, a pid check, an mmap write); an upload moved five of them, a
+    tenth of the CPU budget of issue 19."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+        self._bounds = list(metrics.upload_duration._upper_bounds)
+        self._buckets = [0] * len(self._bounds)
+        self._sum = 0.0
+        self.requests: dict[tuple[str, int], int] = {}
+        self.records = 0
+        self.readings = 0
+
+    def upload(self, code: int, seconds: float) -> None:
+        """One answered upload: its status and its time from request to answer."""
+        self._buckets[bisect.bisect_left(self._bounds, seconds)] += 1
+        self._sum += seconds
+        key = (UPLOAD, code)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    def flush(self) -> None:
+        metrics = self._metrics
+        for (handler, code), n in self.requests.items():
+            metrics.requests.labels(handler, str(code)).inc(n)
+        self.requests = {}
+        if self.records:
+            metrics.records_produced.inc(self.records)
+            metrics.readings_accepted.inc(self.readings)
+            self.records = self.readings = 0
+        histogram = metrics.upload_duration
+        if any(self._buckets):
+            # prometheus-client keeps a histogram as one value per bucket (not cumulative)
+            # plus the sum; adding to them is what `observe()` does, n at a time.
+            for value, n in zip(histogram._buckets, self._buckets, strict=True):
+                if n:
+                    value.inc(n)
+            histogram._sum.inc(self._sum)
+            self._buckets = [0] * len(self._bounds)
+            self._sum = 0.0

@@ -88,7 +88,15 @@ def openapi_document(token_header: str = "X-Api-Token") -> dict[str, Any]:
                         ),
                         "401": _answer("Missing or unknown API token", "error", "unauthorized"),
                         "413": _answer(
-                            "Body larger than GATEWAY_MAX_BODY_BYTES", "error", "too large"
+                            "Body larger than GATEWAY_MAX_BODY_BYTES, or a device's record "
+                            "larger than Kafka takes (never retried)",
+                            "error",
+                            "too large",
+                        ),
+                        "415": _answer(
+                            "Content-Type missing or not application/json",
+                            "error",
+                            "Content-Type must be application/json",
                         ),
                         "503": _answer(
                             "Kafka unreachable or the producer queue full: retry later",

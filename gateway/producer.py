@@ -3,8 +3,10 @@
 A 200 must mean durable in Kafka, so every record is produced with `acks=all` by an
 idempotent producer (no duplicates or reordering from broker retries) and the request
 waits for its delivery report. librdkafka serves delivery reports in whichever thread
-calls `poll()`; a dedicated thread does that and hands each batch of reports to the event
-loop in one `call_soon_threadsafe`, so the loop never blocks on Kafka.
+calls `poll()`; the event loop itself calls `poll(0)` (never blocking) every millisecond
+while records are outstanding and every 100 ms otherwise, so a report answers its upload
+directly: no thread hand-off, no GIL contention, no future per upload (issue 19: a poll
+thread plus call_soon_threadsafe cost more CPU per upload than the upload's own work).
 
 Kafka is known to be down when a metadata request fails (checked every
 GATEWAY_KAFKA_CHECK_INTERVAL_S) or librdkafka reports all brokers down; new uploads are
@@ -25,6 +27,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from gateway.limits import read_topic_max_bytes, record_limit
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.split import DeviceMessage
@@ -32,7 +35,8 @@ from schemas.publish import producer_config
 
 log = logging.getLogger("gateway.producer")
 
-_POLL_S = 0.05
+BUSY_POLL_S = 0.001  # while records are outstanding: adds at most 1 ms to an answer
+IDLE_POLL_S = 0.1  # otherwise (error callbacks are served by poll() too)
 
 
 class Unavailable(Exception):
@@ -50,6 +54,9 @@ def gateway_producer_config(settings: GatewaySettings) -> dict[str, Any]:
     return producer_config(
         settings.kafka_bootstrap_servers,
         **{
+            # Bytes as well as messages: 64 MiB of queued records at most (503 queue_full
+            # beyond), so a Kafka stall with large uploads cannot grow a pod past its limit.
+            "queue.buffering.max.kbytes": 65536,
             **settings.kafka_client,
             "linger.ms": settings.linger_ms,
             "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
@@ -57,9 +64,6 @@ def gateway_producer_config(settings: GatewaySettings) -> dict[str, Any]:
             "client.id": "health-gateway",
         },
     )
-
-
-Resolution = tuple["asyncio.Future[None]", KafkaError | None]
 
 
 class GatewayProducer:
@@ -70,6 +74,7 @@ class GatewayProducer:
         settings: GatewaySettings,
         metrics: GatewayMetrics,
         factory: Callable[[dict[str, Any]], Any] = Producer,
+        topic_max_reader: Callable[[], int | None] | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -78,12 +83,17 @@ class GatewayProducer:
         config["error_cb"] = self._on_error
         self._producer = factory(config)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._done: list[Resolution] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._kafka_up = False
         self._fatal: str | None = None
         self._checked_at = 0.0
+        self._poll_handle: asyncio.TimerHandle | None = None
+        self._busy = False
+        self.outstanding = 0  # records produced and not yet reported
+        self._read_topic_max = topic_max_reader or functools.partial(read_topic_max_bytes, settings)
+        self._topic_max_known = False
+        self._set_limit(None)
 
     # --- state ---------------------------------------------------------------------------
 
@@ -121,18 +131,33 @@ class GatewayProducer:
         else:
             log.debug("producer error", extra={"error": err.str()})
 
+    def _set_limit(self, topic_max: int | None) -> None:
+        limit = record_limit(self._settings, topic_max)
+        self.record_limit = limit.max_bytes
+        self.limit_source = limit.source
+
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.check_kafka()
-        for name, target in (("kafka-poll", self._poll_forever), ("kafka-check", self._check)):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        thread = threading.Thread(target=self._check, name="kafka-check", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        self._poll_handle = loop.call_later(IDLE_POLL_S, self._tick)
+
+    def _tick(self) -> None:
+        """On the event loop: serve delivery reports and errors, then come back."""
+        self._producer.poll(0)
+        assert self._loop is not None
+        self._busy = self.outstanding > 0
+        delay = BUSY_POLL_S if self._busy else IDLE_POLL_S
+        self._poll_handle = self._loop.call_later(delay, self._tick)
 
     def close(self, timeout_s: float) -> int:
         """Deliver what is queued (bounded), stop the threads; returns records not delivered."""
+        if self._poll_handle is not None:
+            self._poll_handle.cancel()
         remaining = int(self._producer.flush(timeout_s))
         self._stop.set()
         for thread in self._threads:
@@ -151,6 +176,10 @@ class GatewayProducer:
                 self._set_up(False, why)
             else:
                 self._set_up(bool(md.brokers))
+                if not self._topic_max_known and md.brokers:
+                    topic_max = self._read_topic_max()
+                    self._topic_max_known = topic_max is not None
+                    self._set_limit(topic_max)
         except KafkaException as exc:
             self._set_up(False, str(exc))
         self._checked_at = time.monotonic()
@@ -160,78 +189,86 @@ class GatewayProducer:
         while not self._stop.wait(self._settings.kafka_check_interval_s):
             self.check_kafka()
 
-    def _poll_forever(self) -> None:
-        producer = self._producer
-        while not self._stop.is_set():
-            producer.poll(_POLL_S)
-            if self._done:
-                batch, self._done = self._done, []
-                assert self._loop is not None
-                try:
-                    self._loop.call_soon_threadsafe(_resolve, batch)
-                except RuntimeError:  # the loop closed under us: nobody waits any more
-                    return
-
     # --- producing ---------------------------------------------------------------------------
 
-    def _delivered(self, future: asyncio.Future[None], err: KafkaError | None, _: Message) -> None:
-        self._done.append((future, err))
+    def submit(
+        self, messages: Sequence[DeviceMessage], done: Callable[[Exception | None], None]
+    ) -> None:
+        """Produce the upload's records; `done` runs on the event loop once the broker acked
+        every one (None) or one failed (Unavailable or TooLarge). No future, no task: the
+        delivery report calls back straight into the answer.
 
-    async def send(self, messages: Sequence[DeviceMessage]) -> None:
-        """Produce the upload's records and return once the broker acked every one.
-
-        Raises Unavailable (answered 503): nothing answered 200 is ever lost, and a retry
-        of a 503 can at worst duplicate records, which the consumer's upserts absorb.
+        Raises Unavailable or TooLarge at once when nothing can be produced. Nothing
+        answered 200 is ever lost, and a retry of a 503 can at worst duplicate records,
+        which the consumer's upserts absorb.
         """
         if self._fatal is not None:
             raise Unavailable("fatal", self._fatal)
         if not self._kafka_up:
             raise Unavailable("kafka_down", "Kafka is unreachable")
-        loop = self._loop
-        assert loop is not None, "start() first"
-        futures: list[asyncio.Future[None]] = []
+        limit = self.record_limit
+        for message in messages:  # all or nothing: a record Kafka refuses by size never goes
+            size = len(message.value) + len(message.device_sn)
+            if size > limit:
+                raise TooLarge(size, limit, self.limit_source)
+        pending = _Upload(self, done, len(messages))
         produce = self._producer.produce
         topic = self._topic
         for message in messages:
-            future: asyncio.Future[None] = loop.create_future()
             try:
-                produce(
-                    topic,
-                    value=message.value,
-                    key=message.key,
-                    on_delivery=functools.partial(self._delivered, future),
-                )
+                produce(topic, value=message.value, key=message.key, on_delivery=pending.report)
             except BufferError:
                 raise Unavailable("queue_full", "the producer queue is full") from None
             except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise TooLarge(len(message.value), limit, "the producer") from None
                 raise Unavailable("delivery_failed", str(exc)) from None
-            futures.append(future)
+            self.outstanding += 1
+        if not self._busy and self._loop is not None:  # poll every millisecond from now on
+            self._busy = True
+            if self._poll_handle is not None:
+                self._poll_handle.cancel()
+            self._poll_handle = self._loop.call_later(BUSY_POLL_S, self._tick)
         # No timer of our own: librdkafka reports every message by message.timeout.ms
         # (_MSG_TIMED_OUT at the latest), and /livez fails if the poll thread stops.
-        try:
-            if len(futures) == 1:
-                await futures[0]
-            else:  # gather retrieves every outcome, so none is left unobserved
-                for outcome in await asyncio.gather(*futures, return_exceptions=True):
-                    if isinstance(outcome, BaseException):
-                        raise outcome
-        except _DeliveryError as exc:
-            raise Unavailable("delivery_failed", f"{exc.err.name()}: {exc.err.str()}") from None
-        self._metrics.records_produced.inc(len(futures))
 
 
-class _DeliveryError(Exception):
-    def __init__(self, err: KafkaError) -> None:
-        super().__init__(err.str())
-        self.err = err
+class TooLarge(Exception):
+    """A record Kafka can never take (answered 413): retrying cannot help."""
+
+    def __init__(self, size: int, limit: int, source: str) -> None:
+        super().__init__(f"a record of {size} bytes is over the {limit} bytes {source} takes")
+        self.size = size
+        self.limit = limit
+        self.source = source
 
 
-def _resolve(batch: list[Resolution]) -> None:
-    """On the event loop: settle each upload's futures with its delivery result."""
-    for future, err in batch:
-        if future.done():  # the request gave up (client gone, timeout)
-            continue
-        if err is None:
-            future.set_result(None)
-        else:
-            future.set_exception(_DeliveryError(err))
+class _Upload:
+    """One upload's outstanding records: its delivery reports count down to one answer."""
+
+    __slots__ = ("_done", "_owner", "error", "remaining")
+
+    def __init__(
+        self, owner: GatewayProducer, done: Callable[[Exception | None], None], records: int
+    ) -> None:
+        self._owner = owner
+        self._done = done
+        self.remaining = records
+        self.error: Exception | None = None
+
+    def report(self, err: KafkaError | None, _: Message) -> None:
+        """librdkafka's delivery report (from poll(), on the event loop): one record's
+        outcome; the last one answers the upload."""
+        self._owner.outstanding -= 1
+        if err is not None and self.error is None:
+            if err.code() in _TOO_LARGE:
+                self.error = TooLarge(-1, -1, f"the broker ({err.name()})")
+            else:
+                self.error = Unavailable("delivery_failed", f"{err.name()}: {err.str()}")
+        self.remaining -= 1
+        if self.remaining == 0:
+            self._done(self.error)
+
+
+_TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})

@@ -48,12 +48,16 @@ class GatewaySettings(BaseSettings):
     # HTTP
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65_535)
-    workers: int = Field(2, ge=1, le=64)
+    workers: int = Field(1, ge=1, le=64)  # one process serves ~15k uploads/s
     max_body_bytes: int = Field(1_048_576, ge=256, le=64 * 1_048_576)
     # Comma-separated; empty disables the check. Secret: never logged.
     api_tokens: SecretStr = SecretStr("")
     api_token_header: str = Field("X-Api-Token", min_length=1)
     retry_after_s: int = Field(5, ge=1, le=3600)
+    # An idle keep-alive connection is closed after this; a request must arrive whole
+    # within request_timeout_s (slow clients cannot hold connections open).
+    keepalive_s: float = Field(5.0, gt=0, le=3600)
+    request_timeout_s: float = Field(30.0, gt=0, le=3600)
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"

@@ -14,8 +14,7 @@ consumer dead-letters it (`missing_device_sn`) next to that device's valid readi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic_core import PydanticCustomError
@@ -34,9 +33,9 @@ class UploadRejected(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceMessage:
-    """One Kafka record: the key is the device SN, the value a contract envelope."""
+class DeviceMessage(NamedTuple):
+    """One Kafka record: the key is the device SN, the value a contract envelope.
+    (NamedTuples, not frozen dataclasses: building one costs a quarter as much.)"""
 
     device_sn: str
     value: bytes
@@ -47,8 +46,7 @@ class DeviceMessage:
         return self.device_sn.encode()
 
 
-@dataclass(frozen=True, slots=True)
-class Upload:
+class Upload(NamedTuple):
     messages: list[DeviceMessage]
     readings: int  # every reading of the body, routable or not
     devices: int
@@ -107,6 +105,10 @@ def split_upload(body: bytes, *, max_readings: int = 1000) -> Upload:
     else:
         outer = obj
         data = obj["data"]
+        if type(data) is dict and not _is_relay(data):  # the common upload: one reading
+            sn = reading_sn(data)
+            if sn is not None:
+                return Upload([DeviceMessage(sn, body, 1)], 1, 1, 0)
         path = "data"
         if isinstance(data, dict) and _is_relay(data):
             relay = data
@@ -136,8 +138,12 @@ def split_upload(body: bytes, *, max_readings: int = 1000) -> Upload:
         else:
             groups.setdefault(sn, []).append(raw)
     if not groups:
-        what = "the reading has" if len(readings) == 1 else f"none of {len(readings)} readings has"
-        raise UploadRejected("no_device_sn", f"{what} a usable deviceSn/id")
+        what = (
+            "the reading has no"
+            if len(readings) == 1
+            else f"none of {len(readings)} readings has a"
+        )
+        raise UploadRejected("no_device_sn", f"{what} usable deviceSn/id")
 
     total = len(readings)
     if len(groups) == 1 and total <= max_readings:

@@ -238,3 +238,49 @@ def test_kafka_outage_gives_503s_and_loses_nothing_answered_200(
         for r in decode_message(m.value()).records
     }
     assert accepted - stored == set(), f"{len(accepted - stored)} uploads answered 200 were lost"
+
+
+def _one_device_upload(sn: str, record_bytes: int) -> bytes:
+    """A one-device upload whose Kafka record (key + value) is exactly `record_bytes`."""
+    empty = orjson.dumps({"data": reading(sn, 1, note="")})
+    pad = record_bytes - len(empty) - len(sn)
+    return orjson.dumps({"data": reading(sn, 1, note="x" * pad)})
+
+
+def test_an_upload_kafka_cannot_take_is_a_413_never_a_503(stack: Stack, gateway_for: Any) -> None:
+    """Issue 17 B2, through the real process on the real broker with default limits: the
+    producer takes 1,000,000-byte messages, the body limit is 1 MiB."""
+    gw = gateway_for(workers=1)
+    limit = 1_000_000 - 64  # gateway.limits: message.max.bytes minus librdkafka's framing
+    for size, expected in ((limit - 1, 200), (limit, 200), (limit + 1, 413), (1_048_000, 413)):
+        status, headers, body = gw.post(_one_device_upload(f"BIG-{size}", size))
+        assert status == expected, (size, body[:200])
+        if status == 413:
+            assert "retry-after" not in headers
+            assert b"message.max.bytes=1000000" in body
+    stored = read_all(KAFKA, stack.topic, expected=2)
+    assert sorted(len(m.value()) + len(m.key()) for m in stored) == [limit - 1, limit]
+    assert gw.metric("health_gateway_produce_errors_total") == 0  # Kafka is not blamed
+    log = gw.log_path.read_text()
+    assert "GATEWAY_MAX_BODY_BYTES=1048576" in log and "message.max.bytes=1000000" in log
+
+
+def test_a_dead_worker_is_replaced_and_sigterm_stops_all_with_exit_0(
+    stack: Stack, gateway_for: Any
+) -> None:
+    import psutil
+
+    gw = gateway_for(workers=2)
+    assert gw.proc is not None
+    supervisor = psutil.Process(gw.proc.pid)
+    first = {p.pid for p in supervisor.children()}
+    assert len(first) == 2
+    psutil.Process(min(first)).kill()
+    wait_for(
+        lambda: len({p.pid for p in supervisor.children()} - first) == 1,
+        30,
+        what="a new worker",
+    )
+    assert gw.post(orjson.dumps({"data": reading("SUP-1", 1)}))[0] == 200
+    assert gw.stop() == 0
+    assert "gateway worker exited: starting another" in gw.log_path.read_text()

@@ -19,7 +19,7 @@ def test_safe_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.max_body_bytes == 1_048_576
     assert s.token_list() == [] and s.token_digests() == frozenset()
     assert s.reject_invalid_readings is False
-    assert s.workers >= 2, "one worker leaves a core idle"
+    assert s.workers == 1, "one process per pod: the autoscaler adds pods, not processes"
 
 
 def test_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

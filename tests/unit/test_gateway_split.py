@@ -220,6 +220,24 @@ def test_bodies_without_a_routable_reading_are_refused(body: bytes, reason: str)
     assert err.value.message
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"data": {"heart_rate": 70}}', "the reading has no usable deviceSn/id"),
+        (b'{"heart_rate": 70, "deviceSn": " "}', "the reading has no usable deviceSn/id"),
+        (
+            b'{"data": [{"deviceSn": null}, {"id": "a b"}]}',
+            "none of 2 readings has a usable deviceSn/id",
+        ),
+    ],
+)
+def test_the_400_for_no_usable_sn_says_what_is_missing(body: bytes, message: str) -> None:
+    """It once said "the reading has a usable deviceSn/id": the opposite of the truth."""
+    with pytest.raises(UploadRejected) as err:
+        split_upload(body)
+    assert err.value.message == message
+
+
 def test_reading_sn_follows_the_contract_alias_order() -> None:
     assert reading_sn({"deviceSn": " A1 ", "id": "B"}) == "A1"
     assert reading_sn({"id": 42}) == "42"

@@ -26,6 +26,7 @@ from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
 from pydantic import BaseModel, ValidationError
 
 from consumer.settings import Settings
+from gateway.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -43,6 +44,15 @@ CORE_KINDS = {
     "Job",
     "Service",
     "PodDisruptionBudget",
+}
+# The ingest gateway's own resources (label app.kubernetes.io/component=gateway).
+GATEWAY_KINDS = {
+    "ConfigMap",
+    "Deployment",
+    "Service",
+    "PodDisruptionBudget",
+    "HorizontalPodAutoscaler",
+    "ServiceMonitor",
 }
 CRD_MODELS: dict[str, type[BaseModel]] = {
     "ScaledObject": ScaledObject,
@@ -81,13 +91,28 @@ def rendered() -> list[dict[str, Any]]:
     return docs
 
 
-@pytest.fixture(scope="module")
-def kinds(rendered: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def is_gateway(doc: dict[str, Any]) -> bool:
+    labels = doc["metadata"].get("labels", {})
+    return bool(labels.get("app.kubernetes.io/component") == "gateway")
+
+
+def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for doc in rendered:
+    for doc in docs:
         assert doc["kind"] not in out, f"two {doc['kind']}s: the tests assume one of each"
         out[doc["kind"]] = doc
     return out
+
+
+@pytest.fixture(scope="module")
+def kinds(rendered: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The consumer's resources and the shared ones (namespace, service account)."""
+    return by_kind([d for d in rendered if not is_gateway(d)])
+
+
+@pytest.fixture(scope="module")
+def gateway(rendered: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return by_kind([d for d in rendered if is_gateway(d)])
 
 
 @pytest.fixture(scope="module")
@@ -170,10 +195,10 @@ def test_render_holds_every_resource_in_one_namespace(kinds: dict[str, dict[str,
 def test_core_resources_validate_strictly(rendered: list[dict[str, Any]], version: str) -> None:
     validated = set()
     for doc in rendered:
-        if doc["kind"] in CORE_KINDS:
+        if doc["kind"] not in CRD_MODELS:
             kubernetes_validate.validate(doc, version, strict=True)
             validated.add(doc["kind"])
-    assert validated == CORE_KINDS
+    assert validated == CORE_KINDS | (GATEWAY_KINDS - set(CRD_MODELS))
 
 
 def test_strict_validation_rejects_a_misspelled_field(kinds: dict[str, dict[str, Any]]) -> None:
@@ -184,18 +209,18 @@ def test_strict_validation_rejects_a_misspelled_field(kinds: dict[str, dict[str,
 
 
 def test_example_secret_validates_and_has_the_keys_the_workloads_read(
-    kinds: dict[str, dict[str, Any]],
+    kinds: dict[str, dict[str, Any]], gateway: dict[str, dict[str, Any]]
 ) -> None:
     secret = yaml.safe_load((K8S / "secret.example.yaml").read_text())
     kubernetes_validate.validate(secret, K8S_VERSIONS[-1], strict=True)
     refs = set()
-    for kind in ("Deployment", "Job"):
-        for env in container(kinds[kind]).get("env", []):
+    for workload in (kinds["Deployment"], kinds["Job"], gateway["Deployment"]):
+        for env in container(workload).get("env", []):
             ref = env.get("valueFrom", {}).get("secretKeyRef")
             if ref:
                 assert ref["name"] == secret["metadata"]["name"]
                 refs.add(ref["key"])
-    assert refs == set(secret["stringData"]) == {"DATABASE_URL", "REDIS_URL"}
+    assert refs == set(secret["stringData"]) == {"DATABASE_URL", "REDIS_URL", "GATEWAY_API_TOKENS"}
 
 
 def crd_round_trip(kind: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -206,8 +231,12 @@ def crd_round_trip(kind: str, doc: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("kind", sorted(CRD_MODELS))
-def test_crds_validate_against_their_models(kinds: dict[str, dict[str, Any]], kind: str) -> None:
+def test_crds_validate_against_their_models(
+    kinds: dict[str, dict[str, Any]], gateway: dict[str, dict[str, Any]], kind: str
+) -> None:
     assert crd_round_trip(kind, kinds[kind]) == kinds[kind]
+    if kind in gateway:
+        assert crd_round_trip(kind, gateway[kind]) == gateway[kind]
 
 
 def test_crd_check_rejects_missing_and_misspelled_fields(
@@ -340,3 +369,77 @@ def test_autoscaling_bounds(kinds: dict[str, dict[str, Any]]) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert compose["services"]["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"] == PARTITIONS
     assert kinds["PodDisruptionBudget"]["spec"]["maxUnavailable"] < spec["minReplicaCount"]
+
+
+# ------------------------------------------------------------------------- the gateway
+
+
+def test_gateway_has_its_deployment_service_probes_pdb_and_autoscaler(
+    gateway: dict[str, dict[str, Any]], kinds: dict[str, dict[str, Any]]
+) -> None:
+    assert set(gateway) == GATEWAY_KINDS
+    deployment, service = gateway["Deployment"], gateway["Service"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert gateway["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == selector
+    # The consumer's selectors must not pick up gateway pods (and the other way round).
+    consumer_selector = kinds["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert not consumer_selector.items() <= pod_labels.items()
+    monitor = gateway["ServiceMonitor"]["spec"]
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert {e["port"] for e in monitor["endpoints"]} <= {
+        p["name"] for p in service["spec"]["ports"]
+    }
+    target = gateway["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert "replicas" not in deployment["spec"]  # the autoscaler owns the count
+    c = container(deployment)
+    assert c["command"] == ["health-gateway"]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["startupProbe"]["httpGet"]["path"] == "/livez"
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["targetPort"] == "http" == c["ports"][0]["name"]
+    assert [e["configMapRef"]["name"] for e in c["envFrom"]] == [
+        gateway["ConfigMap"]["metadata"]["name"]
+    ]
+
+
+def test_gateway_config_is_valid_and_matches_the_pod(gateway: dict[str, dict[str, Any]]) -> None:
+    data = gateway["ConfigMap"]["data"]
+    fields = {"GATEWAY_" + name.upper() for name in GatewaySettings.model_fields}
+    assert set(data) <= fields, set(data) - fields
+    assert "GATEWAY_API_TOKENS" not in data, "tokens belong in the Secret"
+    settings = GatewaySettings(**{k.removeprefix("GATEWAY_").lower(): v for k, v in data.items()})
+    assert settings.host == "0.0.0.0"
+    deployment = gateway["Deployment"]
+    c = container(deployment)
+    assert c["ports"][0]["containerPort"] == settings.port
+    # The drain: in-flight uploads wait up to the delivery timeout, plus 5 s (gateway.worker),
+    # after the preStop sleep; SIGKILL must come later.
+    drain = c["lifecycle"]["preStop"]["sleep"]["seconds"] + settings.delivery_timeout_s + 5
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] > drain
+    # One worker process per pod, one core requested for it: the HPA's CPU percentage is
+    # then the share of that process's core, i.e. of its upload rate.
+    assert settings.workers == 1
+    resources = c["resources"]
+    assert resources["requests"]["cpu"] in ("1", "1000m")
+    assert "cpu" not in resources.get("limits", {})
+    memory = mebibytes(resources["requests"]["memory"])
+    assert 100 < memory == mebibytes(resources["limits"]["memory"]) <= 512
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])  # the metrics directory
+
+
+def test_gateway_autoscales_on_cpu_and_keeps_one_pod_through_a_drain(
+    gateway: dict[str, dict[str, Any]],
+) -> None:
+    spec = gateway["HorizontalPodAutoscaler"]["spec"]
+    (metric,) = spec["metrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    assert 30 <= metric["resource"]["target"]["averageUtilization"] <= 80
+    assert 2 <= spec["minReplicas"] < spec["maxReplicas"]
+    assert gateway["PodDisruptionBudget"]["spec"]["maxUnavailable"] < spec["minReplicas"]
