@@ -72,12 +72,19 @@ def _audit_columns(time_null: bool) -> list[Column[Any]]:
     ]
 
 
+# Device SNs compare byte for byte, as Kafka keys and Redis keys do (issue 18, S4): two
+# devices whose SNs differ only in case are two devices. Our schema since 0004; an
+# adopted legacy table keeps its own collation (see docs/legacy-compatibility.md).
+SN_COLLATION = "utf8mb4_bin"
+SN_TYPE = String(255, collation=SN_COLLATION)
+
+
 health_data = Table(
     "t_user_health_data",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     # Written columns first, in the order `render_health_values` renders them.
-    Column("device_sn", String(255), nullable=False),
+    Column("device_sn", SN_TYPE, nullable=False),
     Column("user_id", BigInteger),
     Column("org_id", BigInteger),
     Column("customer_id", BigInteger, nullable=False, server_default=text("0")),
@@ -132,7 +139,7 @@ def _slow_field_table(
         name,
         metadata,
         Column("id", BigInteger, primary_key=True, autoincrement=True),
-        Column("device_sn", String(255), nullable=False),
+        Column("device_sn", SN_TYPE, nullable=False),
         Column("customer_id", BigInteger),
         Column("org_id", BigInteger),
         Column("user_id", BigInteger),
@@ -202,7 +209,7 @@ alert_info = Table(
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("rule_id", BigInteger, nullable=False),
     Column("alert_type", String(100), nullable=False),
-    Column("device_sn", String(255), nullable=False),
+    Column("device_sn", SN_TYPE, nullable=False),
     Column("alert_timestamp", DateTime, nullable=False),
     Column("alert_desc", String(ALERT_DESC_LENGTH)),
     Column("severity_level", String(50), nullable=False, server_default=text("'medium'")),

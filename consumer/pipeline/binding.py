@@ -141,6 +141,13 @@ ORDER BY u.device_sn, u.id, uo.id
 """
 
 
+def _as_sys_user_compares(sn: str) -> str:
+    """An SN as the legacy lookup matched it: `sys_user.device_sn`'s collation (the
+    legacy's utf8mb4 *_ci, PAD SPACE) ignores case and trailing blanks, so the query finds
+    `abc ` for `ABC`; the answer is mapped back to what was asked the same way (S5)."""
+    return sn.rstrip(" ").casefold()
+
+
 class DeviceDirectory:
     """Looks devices up in the legacy tables; binds everything to customer 0 without them."""
 
@@ -178,14 +185,20 @@ class DeviceDirectory:
                 for start in range(0, len(missing), LOOKUP_CHUNK):
                     queries += 1
                     chunk = missing[start : start + LOOKUP_CHUNK]
+                    asked: dict[str, list[str]] = {}
+                    for sn in chunk:
+                        asked.setdefault(_as_sys_user_compares(sn), []).append(sn)
                     seen: set[str] = set()
                     for sn, user_id, org_id, ancestors in conn.execute(query, {"sns": chunk}):
-                        if sn in seen:  # several matches: the lowest user, then org link
+                        folded = _as_sys_user_compares(str(sn))
+                        if folded in seen:  # several matches: the lowest user, then org link
                             continue
-                        seen.add(sn)
-                        looked_up[sn] = Binding(
+                        seen.add(folded)
+                        binding = Binding(
                             customer_of(int(org_id), ancestors), int(org_id), int(user_id)
                         )
+                        for requested in asked.get(folded, ()):
+                            looked_up[requested] = binding
         self._cache.put_many(looked_up)
         self._ledger.bound(hits=len(found), misses=len(missing), queries=queries)
         return {**found, **looked_up}

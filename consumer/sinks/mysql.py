@@ -413,7 +413,7 @@ class MySQLSink:
                     raise
                 dbapi.server_local_infile = False
                 raise RedoWithInsert(f"LOAD DATA LOCAL refused: {err}") from err
-            if inserted < len(records) and set(skipped_on) <= self._health_keys(conn):
+            if inserted < len(records) and set(skipped_on) <= self._exact_keys(conn):
                 return inserted  # the server named the (device_sn, timestamp) key each time
         else:
             inserted = insert_health_rows(conn, records)
@@ -421,10 +421,14 @@ class MySQLSink:
             inserted += self._prove_skipped(conn, records, refill=loaded)
         return inserted
 
-    def _health_keys(self, conn: Connection) -> frozenset[str]:
-        """health_key_names, asked once per sink (the schema is checked at start-up)."""
+    def _exact_keys(self, conn: Connection) -> frozenset[str]:
+        """The unique indexes whose duplicate proves a row of the same reading exists: the
+        (device_sn, timestamp) keys, when device_sn compares byte for byte (on a
+        case-folding collation the row may be another device's: checked row by row).
+        Asked once per sink (the schema is checked at start-up)."""
         if self.health_keys is None:
-            self.health_keys = health_key_names(conn)
+            exact = health_sn_collation(conn).endswith("_bin")
+            self.health_keys = health_key_names(conn) if exact else frozenset()
         return self.health_keys
 
     def _prove_skipped(self, conn: Connection, records: list[HealthRecord], refill: bool) -> int:
@@ -453,7 +457,9 @@ class MySQLSink:
             first = missing[0]
             raise RowsNotStored(
                 f"{len(missing)} readings skipped by the server without a row of their key "
-                f"(device_sn, timestamp), first {first.device_sn!r}@{first.timestamp}"
+                f"(device_sn, timestamp), first {first.device_sn!r}@{first.timestamp} (a "
+                "stored SN that differs only in case, on a case-folding collation, or another "
+                "unique index)"
             )
         return added
 
@@ -485,9 +491,9 @@ class MySQLSink:
     def _write_alerts(self, conn: Connection, alerts: list[Alert]) -> list[Alert]:
         """Insert alerts not stored yet; return those, so a replay publishes nothing twice.
 
-        Keyed as the unique key compares the SN (`_sn_key`), so an alert the key folds
-        onto a stored one is not new. Every new alert must be inserted: a row skipped all
-        the same (on another unique key) raises `RowsNotStored` instead of being published.
+        Keyed by the SN byte for byte (`_sn_key`), as the readings are. Every new alert
+        must be inserted: a row skipped all the same (on another unique key) raises
+        `RowsNotStored` instead of being published.
         """
         keys = {(_sn_key(a.record.device_sn), a.rule.id, a.record.timestamp): a for a in alerts}
         placeholders = ", ".join(["(%s, %s, %s)"] * len(keys))
@@ -525,7 +531,8 @@ def _stored_readings(
     The ids of one multi-row INSERT are not consecutive under innodb_autoinc_lock_mode=2,
     and a reading stored by an earlier batch (a replay) was not inserted now at all, so
     LAST_INSERT_ID cannot name them; the unique key (device_sn, timestamp) can.
-    Keyed by `_sn_key`: the key's collation may match a stored SN that differs in case.
+    Keyed by `_sn_key`: a row of another case (a case-folding collation) is not this
+    reading's.
     """
     ordered = sorted(keys)
     placeholders = ", ".join(["(%s, %s)"] * len(ordered))
@@ -569,8 +576,8 @@ KEYS_PER_CHECK = 1000
 def absent_keys(conn: Connection, records: list[HealthRecord]) -> list[HealthRecord]:
     """The records no row of whose unique key (device_sn, timestamp) is in the table.
 
-    Compared as the key compares (`_sn_key`, whole seconds as stored): a reading the
-    key's collation folds onto a stored row has that row.
+    Compared byte for byte (`_sn_key`, whole seconds as stored): a reading a case-folding
+    collation folds onto another device's row has no row of its own.
     """
     keys = {(r.device_sn, r.timestamp.replace(microsecond=0)) for r in records}
     ordered = sorted(keys)
@@ -602,8 +609,12 @@ def insert_health_rows(conn: Connection, records: list[HealthRecord]) -> int:
 
 
 def _sn_key(device_sn: str) -> str:
-    """A device SN as the unique key compares it (case-insensitive, PAD SPACE collations)."""
-    return device_sn.rstrip(" ").casefold()
+    """A device SN as a reading's identity: byte for byte (issue 18, S4). On a table whose
+    collation folds case (an adopted legacy one), a reading the key folds onto another
+    device's row therefore has no row of its own: it is isolated and dead-lettered, never
+    taken for a duplicate. Blanks at the end count for nothing in either (PAD SPACE
+    collations; the contract strips them anyway)."""
+    return device_sn.rstrip(" ")
 
 
 def load_health_rows(
@@ -661,6 +672,15 @@ def duplicate_key_name(message: str) -> str:
     't.uk'`; "" when the message has another form (then nothing is taken as proven)."""
     found = _DUPLICATE_KEY_NAME.search(message)
     return found.group(1).rsplit(".", 1)[-1] if found else ""
+
+
+def health_sn_collation(conn: Connection) -> str:
+    """The collation of t_user_health_data.device_sn ('' if it cannot be read)."""
+    sql = (
+        "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_NAME = 't_user_health_data' AND COLUMN_NAME = 'device_sn'"
+    )
+    return str(conn.exec_driver_sql(sql).scalar() or "")
 
 
 def health_key_names(conn: Connection) -> frozenset[str]:

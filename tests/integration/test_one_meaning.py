@@ -120,3 +120,65 @@ def test_s7_a_reading_dated_2099_is_dead_lettered_and_the_latest_state_moves_on(
     assert "2099-01-01 00:00:00" in headers["error.detail"]
     assert redis_client.hget(f"health_data:{sn}", "timestamp") == "2025-06-09 09:00:00"
     assert proc.terminate() == 0
+
+
+def two_devices_one_case(sn: str) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    out = []
+    for device, hr in ((sn.lower(), 61), (sn.upper(), 62)):
+        reading = {"deviceSn": device, "heart_rate": hr, "timestamp": "2025-06-10 08:00:00"}
+        out.append((device.encode(), orjson.dumps({"data": reading}), []))
+    return out
+
+
+def test_s4_sns_that_differ_only_in_case_are_two_devices_everywhere(
+    stack: Stack, redis_client: redis.Redis
+) -> None:
+    """Our schema compares device_sn byte for byte (utf8mb4_bin, migration 0004), as Kafka
+    and Redis do: both devices' readings are stored, each in its own hash."""
+    stack.produce(two_devices_one_case("s4-case-dev-01"))
+    proc = stack.consumer(**FAST).start()
+    wait_for(lambda: committed_all(stack), 60, what="both committed")
+    rows = stack.rows("SELECT device_sn, heart_rate FROM t_user_health_data ORDER BY 2")
+    assert [tuple(r) for r in rows] == [("s4-case-dev-01", 61), ("S4-CASE-DEV-01", 62)]
+    for sn, hr in (("s4-case-dev-01", "61"), ("S4-CASE-DEV-01", "62")):
+        assert redis_client.hget(f"health_data:{sn}", "heartRate") == hr
+    assert proc.metric("health_consumer_records_duplicate_total") == 0
+    assert proc.terminate() == 0
+
+
+def test_s4_on_a_case_folding_table_the_second_device_is_dead_lettered(stack: Stack) -> None:
+    """An adopted legacy table keeps its case-insensitive collation: the second device's
+    reading cannot have a row of its own, so it is dead-lettered, never counted as a
+    duplicate of another device's reading."""
+    with stack.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "ALTER TABLE t_user_health_data MODIFY device_sn VARCHAR(255) "
+            "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL"
+        )
+    stack.produce(two_devices_one_case("s4-fold-dev-01"))
+    proc = stack.consumer(**FAST).start()
+    wait_for(lambda: committed_all(stack), 60, what="both committed")
+    # Two partitions, two workers: whichever device is written first keeps the row.
+    stored = [r[0] for r in stack.rows("SELECT device_sn FROM t_user_health_data")]
+    assert len(stored) == 1 and stored[0] in ("s4-fold-dev-01", "S4-FOLD-DEV-01")
+    letters = stack.read_topic(stack.dlq_topic, 1)
+    headers = {k: (v or b"").decode() for k, v in letters[0].headers() or []}
+    assert {letters[0].key().decode(), stored[0]} == {"s4-fold-dev-01", "S4-FOLD-DEV-01"}
+    assert headers["error.reason"] == "db_rejected"
+    assert "differs only in case" in headers["error.detail"]
+    assert proc.metric("health_consumer_records_duplicate_total") == 0
+    assert proc.terminate() == 0
+
+
+def test_s5_a_binding_matches_as_the_legacy_lookup_did(stack: Stack) -> None:
+    """sys_user.device_sn in another case and with a trailing blank: the legacy lookup
+    (MySQL's case-insensitive, PAD SPACE collation) found the user; so does ours."""
+    create_bindings(stack.engine, [(301, "s5watch00000001 ", 31)], [(31, "0,6,31")])
+    sn = "S5WATCH00000001"
+    reading = {"deviceSn": sn, "heart_rate": 70, "timestamp": "2025-06-10 09:00:00"}
+    stack.produce([(sn.encode(), orjson.dumps({"data": reading}), [])])
+    proc = stack.consumer(**FAST).start()
+    wait_for(lambda: stack.health_rows() == 1 and committed_all(stack), 60, what="the row")
+    row = stack.rows("SELECT customer_id, org_id, user_id FROM t_user_health_data")[0]
+    assert tuple(row) == (6, 31, 301)
+    assert proc.terminate() == 0
