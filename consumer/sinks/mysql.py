@@ -418,7 +418,7 @@ class MySQLSink:
         else:
             inserted = insert_health_rows(conn, records)
         if inserted < len(records):
-            inserted += self._prove_skipped(conn, records, refill=loaded)
+            inserted += self._prove_skipped(conn, records)
         return inserted
 
     def _exact_keys(self, conn: Connection) -> frozenset[str]:
@@ -431,35 +431,44 @@ class MySQLSink:
             self.health_keys = health_key_names(conn) if exact else frozenset()
         return self.health_keys
 
-    def _prove_skipped(self, conn: Connection, records: list[HealthRecord], refill: bool) -> int:
+    def _prove_skipped(self, conn: Connection, records: list[HealthRecord]) -> int:
         """Make sure every skipped reading has a row of its key; return rows added.
 
         Runs for a batch in which the server skipped rows that it did not itself name as
         duplicates of the (device_sn, timestamp) key (the INSERT's no-op updates say
         nothing; a LOAD DATA warning may name PRIMARY), inside the batch's transaction, so
-        what it reads is what this commit will hold. A LOAD DATA's skipped rows without a
-        row are inserted again with the INSERT, whose auto-increment ids are reserved for
-        its own rows in one interval (lock modes 1 and 2) or under the table lock (mode 0),
-        so it cannot repeat the hazard. A row that still has none raises `RowsNotStored`:
-        never a duplicate.
+        what it reads is what this commit will hold. The readings still without a row are
+        inserted again with INSERT IGNORE, which names the index of every row it skips:
+        - none skipped, or only on the (device_sn, timestamp) key byte for byte: proven;
+        - some on PRIMARY: auto-increment ids other transactions hold (the lock-mode-2
+          hazard, and seen right after a server restart, when the statement's ids start
+          below rows already there): `Contention`, the batch is rolled back and retried;
+        - on any other index (a unique key of an adopted table, a case-folding collation
+          folding two devices' SNs): `RowsNotStored`, the rows are isolated, never taken
+          for duplicates.
         """
         missing = absent_keys(conn, records)
-        added = 0
-        if missing and refill:
-            self.rows_refilled += len(missing)
-            log.warning(
-                "LOAD DATA skipped rows that are not duplicates; inserting them again",
-                extra={"rows": len(missing), "batch": len(records)},
+        if not missing:
+            return 0
+        self.rows_refilled += len(missing)
+        log.warning(
+            "skipped rows are not duplicates; inserting them again",
+            extra={"rows": len(missing), "batch": len(records)},
+        )
+        added, skipped_on = insert_ignore_health_rows(conn, missing)
+        missing = absent_keys(conn, missing) if added < len(missing) else []
+        if missing and "PRIMARY" in skipped_on:
+            raise Contention(
+                f"{skipped_on['PRIMARY']} rows skipped on PRIMARY: auto-increment ids held "
+                "by other transactions (innodb_autoinc_lock_mode=2, or a restart); retrying"
             )
-            added = insert_health_rows(conn, missing)
-            missing = absent_keys(conn, missing)
         if missing:
             first = missing[0]
             raise RowsNotStored(
                 f"{len(missing)} readings skipped by the server without a row of their key "
                 f"(device_sn, timestamp), first {first.device_sn!r}@{first.timestamp} (a "
                 "stored SN that differs only in case, on a case-folding collation, or another "
-                "unique index)"
+                f"unique index: {', '.join(sorted(skipped_on)) or 'not named'})"
             )
         return added
 
@@ -606,6 +615,34 @@ def insert_health_rows(conn: Connection, records: list[HealthRecord]) -> int:
         sql = HEALTH_SQL_HEAD + render_health_values(chunk) + HEALTH_SQL_TAIL
         inserted += execute_literal(conn, sql)
     return inserted
+
+
+HEALTH_IGNORE_HEAD = HEALTH_SQL_HEAD.replace("INSERT INTO", "INSERT IGNORE INTO", 1)
+
+
+def insert_ignore_health_rows(
+    conn: Connection, records: list[HealthRecord]
+) -> tuple[int, Counter[str]]:
+    """INSERT IGNORE of the rows; return the rows inserted and, per index name, the rows
+    skipped as duplicates on it. A warning that is not a duplicate key (a value IGNORE
+    coerced) raises RedoWithInsert: the strict INSERT then refuses or stores it exactly."""
+    inserted = 0
+    skipped_on: Counter[str] = Counter()
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for start in range(0, len(records), ROWS_PER_STATEMENT):
+            chunk = records[start : start + ROWS_PER_STATEMENT]
+            cursor.execute(HEALTH_IGNORE_HEAD + render_health_values(chunk))
+            inserted += int(cursor.rowcount)
+            if int(cursor.warning_count):
+                cursor.execute("SHOW WARNINGS")
+                for row in cursor.fetchall():
+                    if int(row[1]) != DUPLICATE_KEY:
+                        raise RedoWithInsert(f"INSERT IGNORE warned {row[1]}: {row[2]}")
+                    skipped_on[duplicate_key_name(str(row[2]))] += 1
+    finally:
+        cursor.close()
+    return inserted, skipped_on
 
 
 def _sn_key(device_sn: str) -> str:
