@@ -31,6 +31,8 @@ class PendingMessage:
     dead_letter: DeadLetter | None = None
     unkeyed: bool = False
     timestamps_from_kafka: int = 0  # readings stored at the message time (they had none)
+    # Headers kept for its dead letter: a replayed copy's `replay.*` (issue 18, R2).
+    carried: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def weight(self) -> int:

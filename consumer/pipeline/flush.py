@@ -306,6 +306,8 @@ class Flusher:
             source_topic=self.sinks.topic,
             source_partition=self.partition,
             source_offset=message.offset,
+            source_timestamp_ms=message.timestamp_ms,
+            carried=message.carried,
         )
 
     def _await(self, deliveries: list[Delivery]) -> None:

@@ -236,6 +236,13 @@ class PollLoop:
                 offset, msg.timestamp()[1], msg.key(), msg.value(), max_readings, max_bytes,
                 self._clock, self._future_horizon,
             )  # fmt: skip
+            headers: Any = msg.headers()  # None for a gateway's message: cheap to ask
+            if headers:
+                pending.carried = tuple(
+                    (str(k), bytes(v))
+                    for k, v in headers
+                    if str(k).startswith("replay.") and isinstance(v, bytes)
+                )
             by_partition[partition].append(pending)
             records += len(pending.records)
             unkeyed += pending.unkeyed

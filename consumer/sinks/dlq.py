@@ -17,6 +17,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -34,6 +35,8 @@ HEADER_OVERHEAD_BYTES = 10  # varint lengths per header
 TRUNCATED_KEY_BYTES = 1024  # a truncated letter keeps this much of an oversized key
 
 TRUNCATED_HEADER = "dlq.truncated"
+# The original message's Kafka time (epoch ms): replay sends the copy with it (issue 18, R1).
+SOURCE_TIMESTAMP_HEADER = "source.timestamp"
 ORIGINAL_KEY_BYTES = "original.key.bytes"
 ORIGINAL_KEY_SHA256 = "original.key.sha256"
 ORIGINAL_VALUE_BYTES = "original.value.bytes"
@@ -158,7 +161,11 @@ class DeadLetterSink:
         source_topic: str,
         source_partition: int,
         source_offset: int,
+        source_timestamp_ms: int | None = None,
+        carried: Sequence[tuple[str, str | bytes | None]] = (),
     ) -> Delivery:
+        """`carried`: headers of the message kept on its dead letter (a replayed copy's
+        `replay.*`, so `dlq replay` knows the replay failed again)."""
         headers: Headers = [
             ("error.reason", reason.encode()),
             ("error.detail", detail[:MAX_DETAIL_CHARS].encode()),
@@ -167,6 +174,9 @@ class DeadLetterSink:
             ("source.offset", str(source_offset).encode()),
             ("consumer.version", __version__.encode()),
         ]
+        if source_timestamp_ms is not None and source_timestamp_ms > 0:
+            headers.append((SOURCE_TIMESTAMP_HEADER, str(source_timestamp_ms).encode()))
+        headers.extend(carried)
         return self._produce(fit(key, value, headers, self.max_bytes))
 
     def resend(self, failed: Delivery) -> Delivery:

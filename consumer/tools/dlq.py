@@ -35,7 +35,12 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from consumer import __version__
 from consumer.settings import Settings
-from consumer.sinks.dlq import ORIGINAL_VALUE_BYTES, ORIGINAL_VALUE_SHA256, TRUNCATED_HEADER
+from consumer.sinks.dlq import (
+    ORIGINAL_VALUE_BYTES,
+    ORIGINAL_VALUE_SHA256,
+    SOURCE_TIMESTAMP_HEADER,
+    TRUNCATED_HEADER,
+)
 from schemas.publish import producer_config
 
 log = logging.getLogger(__name__)
@@ -84,6 +89,18 @@ class DeadLetter:
     truncated: bool = False
     original_bytes: int | None = None  # of the value, when truncated
     original_sha256: str | None = None
+    source_timestamp_ms: int | None = None  # the original message's time (R1)
+    replay_origin: str | None = None  # "<dlq>:<p>:<o>" of the entry this one's replay came from
+    replay_reason: str | None = None  # that entry's reason
+
+    @property
+    def coords(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    @property
+    def failed_again(self) -> bool:
+        """The dead letter of a replayed copy that failed for the reason it first had."""
+        return self.replay_origin is not None and self.replay_reason == self.reason
 
     @classmethod
     def from_message(cls, msg: Any) -> DeadLetter:
@@ -105,6 +122,9 @@ class DeadLetter:
             truncated=TRUNCATED_HEADER in headers,
             original_bytes=_int_or_none(headers.get(ORIGINAL_VALUE_BYTES)),
             original_sha256=headers.get(ORIGINAL_VALUE_SHA256) or None,
+            source_timestamp_ms=_int_or_none(headers.get(SOURCE_TIMESTAMP_HEADER)),
+            replay_origin=headers.get(REPLAY_ORIGIN_HEADER) or None,
+            replay_reason=headers.get(REPLAY_REASON_HEADER) or None,
         )
 
     def source(self) -> str | None:
@@ -350,6 +370,7 @@ class ReplayReport:
     failed: int = 0
     unroutable: int = 0
     refused: int = 0  # truncated dead letters: not the original message
+    skipped_failed_again: int = 0  # replayed before and failed again the same way (R2)
     by_reason: Counter[str] = field(default_factory=Counter)
     by_target: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
@@ -369,6 +390,7 @@ class ReplayReport:
             "failed": self.failed,
             "unroutable": self.unroutable,
             "refused": self.refused,
+            "skipped_failed_again": self.skipped_failed_again,
             "by_reason": dict(sorted(self.by_reason.items())),
             "by_target": dict(sorted(self.by_target.items())),
             "errors": self.errors,
@@ -414,6 +436,9 @@ class Replayer:
                     value=dl.value,
                     headers=replay_headers(self.dlq_topic, dl),
                     on_delivery=self._on_delivery,
+                    # The original message time: a reading without a timestamp is stored at
+                    # it, as the first time, so a replay stores nothing anew (R1).
+                    timestamp=dl.source_timestamp_ms or dl.timestamp_ms or 0,
                 )
                 break
             except BufferError:  # bounded send queue is full: let deliveries drain it
@@ -491,9 +516,14 @@ def run_replay(settings: Settings, args: argparse.Namespace, out: TextIO = sys.s
     producer = None if args.dry_run else Producer(replay_producer_config(settings))
     replayer = Replayer(producer, settings.dlq_topic, report, to_topic=args.to_topic)
 
+    failed_again = settled_entries(settings, args.since)
+
     def on_entry(dl: DeadLetter) -> None:
         report.matched += 1
         report.by_reason[dl.reason] += 1
+        if dl.failed_again or f"{settings.dlq_topic}:{dl.coords}" in failed_again:
+            report.skipped_failed_again += 1
+            return
         replayer.send(dl)
 
     consumer = Consumer(reader_config(settings))
@@ -511,6 +541,21 @@ def run_replay(settings: Settings, args: argparse.Namespace, out: TextIO = sys.s
     out.write(json.dumps(result, indent=2) if args.format == "json" else replay_table(result))
     out.write("\n")
     return 0 if report.ok else 1
+
+
+def settled_entries(settings: Settings, since_ms: int | None) -> set[str]:
+    """The entries ("<dlq>:<p>:<o>") whose replay was dead-lettered again for the same
+    reason: replaying them once more could only add another dead letter (R2: the DLQ
+    doubled on every run). A first pass over the DLQ, headers only kept."""
+    settled: set[str] = set()
+    consumer = Consumer(reader_config(settings))
+    try:
+        for dl in DeadLetterReader(consumer, settings.dlq_topic, since_ms=since_ms):
+            if dl.failed_again and dl.replay_origin is not None:
+                settled.add(dl.replay_origin)
+    finally:
+        consumer.close()
+    return settled
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -681,6 +726,9 @@ _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def parse_time(text: str, now: dt.datetime | None = None) -> int:
     """`2025-06-01T10:00:00Z`, `2025-06-01 10:00` (UTC when no zone), `2025-06-01`, or an age
     like `90m`, `2h`, `7d` (that long before now) -> epoch milliseconds."""
@@ -688,17 +736,24 @@ def parse_time(text: str, now: dt.datetime | None = None) -> int:
     rel = _RELATIVE.match(text)
     if rel:
         now = now or dt.datetime.now(dt.UTC)
-        delta = dt.timedelta(seconds=int(rel.group(1)) * _UNIT_S[rel.group(2)])
-        return int((now - delta).timestamp() * 1000)
-    try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"not a time: {text!r} (use ISO 8601 like 2025-06-01T10:00:00Z, or an age like 2h)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1000)
+        try:
+            moment = now - dt.timedelta(seconds=int(rel.group(1)) * _UNIT_S[rel.group(2)])
+        except OverflowError:
+            moment = dt.datetime.min.replace(tzinfo=dt.UTC)
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"not a time: {text!r} (use ISO 8601 like 2025-06-01T10:00:00Z, or an age like 2h)"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+    # Kafka keeps epoch milliseconds, and -1 means "latest" to it: a time before the epoch
+    # would select nothing, silently (issue 18, R3).
+    if moment < EPOCH:
+        raise ValueError(f"{text!r} is before 1970-01-01T00:00:00Z, the first time Kafka knows")
+    return int((moment - EPOCH).total_seconds() * 1000)
 
 
 def _time_arg(text: str) -> int:

@@ -35,6 +35,7 @@ class FakeMessage:
     _key: bytes | None
     _value: bytes | None
     _timestamp_ms: int = 1_900_000_000_000  # 2030: after every reading the tests send
+    _headers: list[tuple[str, bytes]] = field(default_factory=list)
 
     def error(self) -> None:
         return None
@@ -53,6 +54,9 @@ class FakeMessage:
 
     def value(self) -> bytes | None:
         return self._value
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers or None
 
 
 @dataclass
@@ -213,8 +217,19 @@ class FakeDLQ:
     def __init__(self) -> None:
         self.letters: list[tuple[str, int, str]] = []
 
-    def send(self, *, key: bytes | None, value: bytes | None, reason: str, detail: str,
-             source_topic: str, source_partition: int, source_offset: int) -> Delivery:  # fmt: skip
+    def send(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        detail: str,
+        source_topic: str,
+        source_partition: int,
+        source_offset: int,
+        source_timestamp_ms: int | None = None,
+        carried: Any = (),
+    ) -> Delivery:
         self.letters.append((reason, source_offset, detail))
         delivery = Delivery(key, value, [])
         delivery.done.set()

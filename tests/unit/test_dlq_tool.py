@@ -332,3 +332,21 @@ def test_cli_requires_a_reason_to_replay() -> None:
     )
     assert isinstance(args, argparse.Namespace)
     assert args.reason == ["a", "b"] and args.dry_run and isinstance(args.since, int)
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("1970-01-01T00:00:00.001Z", 1),  # the epoch + 1 ms
+        ("1970-01-01T00:00:00Z", 0),  # the epoch
+        ("1969-12-31T23:59:59.999Z", None),  # - 1 ms: Kafka would read -1 as "latest"
+        ("99999999d", None),  # an age past year 1: an OverflowError traceback before
+    ],
+)
+def test_parse_time_at_the_epoch_boundary(text: str, ms: int | None) -> None:
+    """Issue 18 R3."""
+    if ms is None:
+        with pytest.raises(ValueError, match="before 1970-01-01"):
+            parse_time(text)
+    else:
+        assert parse_time(text) == ms
