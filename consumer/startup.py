@@ -18,12 +18,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from consumer.db.migrate import SchemaNotReady, check_schema
 from consumer.dependencies import Dependencies
+from consumer.pipeline.poll_loop import ZONE_METADATA_PREFIX
 from consumer.pipeline.retry import Backoff
 from consumer.settings import ConfigError, Settings
 from consumer.sinks.dlq import MAX_DETAIL_CHARS, letter_size, producer_max_bytes
@@ -162,6 +165,53 @@ def _check_mysql(engine: Engine, url: str) -> str | None:
     return None
 
 
+def check_group_zone(settings: Settings, committed_metadata: list[str]) -> None:
+    """Refuse a DEVICE_TIMEZONE other than the one the group committed with (issue 18, S6):
+    a reading without a timestamp is stored at its message time in that zone, so a
+    replica with another zone would store a re-read message's reading a second time, at
+    another time."""
+    zones = {
+        m[len(ZONE_METADATA_PREFIX) :]
+        for m in committed_metadata
+        if m.startswith(ZONE_METADATA_PREFIX)
+    }
+    others = sorted(zones - {settings.device_timezone})
+    if others:
+        raise StartupRefused(
+            f"DEVICE_TIMEZONE={settings.device_timezone} but group {settings.kafka_group_id} "
+            f"committed with {', '.join(others)} (in its committed offsets' metadata): readings "
+            "without a timestamp would be stored at other times; use the group's zone, or a "
+            "new KAFKA_GROUP_ID"
+        )
+
+
+def has_daylight_saving(zone: str) -> bool:
+    """Whether the zone's offset differs between January and July of this year."""
+    tz = ZoneInfo(zone)
+    year = datetime.now(tz).year
+    return (
+        datetime(year, 1, 1, tzinfo=tz).utcoffset() != datetime(year, 7, 1, tzinfo=tz).utcoffset()
+    )
+
+
+def committed_metadata(settings: Settings, partitions: int) -> list[str]:
+    """The metadata of the group's committed offsets on the source topic."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    conf = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **settings.kafka_client,
+        "group.id": settings.kafka_group_id,
+        "enable.auto.commit": False,
+    }
+    probe = Consumer(conf)
+    try:
+        asked = [TopicPartition(settings.kafka_topic, p) for p in range(partitions)]
+        return [tp.metadata or "" for tp in probe.committed(asked, timeout=KAFKA_TIMEOUT_S)]
+    finally:
+        probe.close()
+
+
 def _check_kafka(settings: Settings) -> tuple[str | None, Limits | None]:
     """The source topic must exist; the dead-letter topic is created when missing."""
     try:
@@ -204,6 +254,15 @@ def wait_for_dependencies(
         if not down and limits is not None:
             for warning in check_limits(settings, limits, pool_capacity(engine)):
                 log.warning("limit check: %s", warning)
+            check_group_zone(settings, committed_metadata(settings, limits.partitions))
+            if has_daylight_saving(settings.device_timezone):
+                log.warning(
+                    "DEVICE_TIMEZONE %s has daylight saving time: a reading without a "
+                    "timestamp in the hour the clocks go back gets the same local time as "
+                    "one of the hour before; a zone without DST (UTC, Asia/Shanghai) has no "
+                    "such hour",
+                    settings.device_timezone,
+                )
             if backoff.attempt:
                 log.info("dependencies are up; starting to consume")
             return True

@@ -100,6 +100,9 @@ class PollLoop:
         self._deps = dependencies
         self._flow = FlowControl(settings.worker_queue_max_records, settings.worker_queue_max_bytes)
         self._clock = DeviceClock(ZoneInfo(settings.device_timezone))
+        # Every commit says which zone the group's readings without a time were stored in:
+        # a replica with another zone refuses to start (startup.check_group_zone).
+        self._commit_metadata = zone_metadata(settings.device_timezone)
         self._future_horizon = timedelta(seconds=settings.future_timestamp_horizon_s)
         self._book = CommitBook(COMMIT_INTERVAL_S)
         self._owned: dict[int, _Owned] = {}
@@ -304,7 +307,9 @@ class PollLoop:
         if not due:
             return
         self._book.requested(due)
-        tps = [TopicPartition(self.topic, p, o) for p, o in due.items()]
+        tps = [
+            TopicPartition(self.topic, p, o, metadata=self._commit_metadata) for p, o in due.items()
+        ]
         try:
             self._consumer.commit(offsets=tps, asynchronous=True)
         except KafkaException as exc:
@@ -314,7 +319,9 @@ class PollLoop:
         due = self._book.due(self._flushed(), only=partitions)
         if not due:
             return
-        tps = [TopicPartition(self.topic, p, o) for p, o in due.items()]
+        tps = [
+            TopicPartition(self.topic, p, o, metadata=self._commit_metadata) for p, o in due.items()
+        ]
         try:
             result = self._consumer.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
@@ -406,6 +413,14 @@ class PollLoop:
         if err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE):
             self._deps.report("kafka", False, str(err))
         log.warning("kafka error: %s", err)
+
+
+ZONE_METADATA_PREFIX = "device_timezone="
+
+
+def zone_metadata(zone: str) -> str:
+    """The committed-offset metadata of this group: the zone of its fallback times."""
+    return ZONE_METADATA_PREFIX + zone
 
 
 def _kafka_consumer(settings: Settings, on_commit: CommitCallback, on_error: ErrorCallback) -> Any:

@@ -182,3 +182,23 @@ def test_s5_a_binding_matches_as_the_legacy_lookup_did(stack: Stack) -> None:
     row = stack.rows("SELECT customer_id, org_id, user_id FROM t_user_health_data")[0]
     assert tuple(row) == (6, 31, 301)
     assert proc.terminate() == 0
+
+
+def test_s6_a_replica_with_another_zone_than_its_group_refuses_to_start(stack: Stack) -> None:
+    """The zone of a group's fallback times travels in its committed offsets' metadata;
+    a replica started with another DEVICE_TIMEZONE would store a re-read reading without a
+    timestamp at another time, a second row: it exits 2 naming the variable instead."""
+    sn = "S6DEVICE00000001"
+    stack.produce([(sn.encode(), orjson.dumps({"data": {"deviceSn": sn, "heart_rate": 70}}), [])])
+    utc = stack.consumer(**FAST, DEVICE_TIMEZONE="UTC").start()
+    wait_for(lambda: stack.health_rows() == 1 and committed_all(stack), 60, what="1 row")
+    assert utc.terminate() == 0
+
+    other = stack.consumer(**FAST, DEVICE_TIMEZONE="Asia/Shanghai").launch()
+    assert other.proc is not None
+    assert other.proc.wait(60) == 2
+    log = other.log_path.read_text()
+    assert "DEVICE_TIMEZONE=Asia/Shanghai" in log and "committed with UTC" in log
+    again = stack.consumer(**FAST, DEVICE_TIMEZONE="UTC").start()  # the group's zone: fine
+    assert again.terminate() == 0
+    assert stack.health_rows() == 1
