@@ -43,6 +43,9 @@ from consumer.tools.chaos_probe import probe_rules_outage, run_probe
 from consumer.tools.chaos_stack import ROOT, Crash, Fleet, PrivateStack, StackPorts
 from consumer.tools.chaos_workload import (
     ALERT_RULES,
+    TREND_CUSTOMER,
+    TREND_RULE,
+    TREND_RULE_INDEX,
     Planned,
     Producer,
     WorkloadBuilder,
@@ -214,7 +217,7 @@ class Run:
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
         # Progress lines must not hang for the length of a DB outage.
         self.probe_engine = create_engine(url, connect_args={"connect_timeout": 2})
-        self.rule_types = [rule_type for rule_type, _, _ in ALERT_RULES]
+        self.rule_types = [rule_type for rule_type, _, _ in ALERT_RULES] + [TREND_RULE[0]]
         # Rules are scoped by customer, as the legacy applies them: one set per customer the
         # simulator's devices belong to, so every violating reading has its rule.
         with self.engine.begin() as conn:
@@ -228,6 +231,15 @@ class Run:
                         ),
                         {"t": rule_type, "s": sign, "h": high, "c": customer},
                     )
+            conn.execute(
+                text(
+                    "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_min, "
+                    "trend_duration, severity_level, alert_message, customer_id) "
+                    "VALUES (:t, :s, :lo, :n, 'warning', :t, :c)"
+                ),
+                {"t": TREND_RULE[0], "s": TREND_RULE[1], "lo": TREND_RULE[2],
+                 "n": TREND_RULE[3], "c": TREND_CUSTOMER},
+            )  # fmt: skip
         client = redis.Redis.from_url(self.stack.redis_url)
         client.flushdb()
         client.close()
@@ -621,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         # Genuine duplicates the workload holds (retried uploads, repeated readings).
         "duplicate_readings": sum(len(p.readings) for p in run.planned)
         - len({r for p in run.planned for r in p.readings}),
+        # Alerts of the 3-reading trend rule (runs that span batches, kills, restarts).
+        "trend_alerts": sum(1 for p in run.planned for a in p.alerts if a[1] == TREND_RULE_INDEX),
         "messages": len(run.planned),
         "durations_s": {k: round(v, 1) for k, v in run.durations.items()},
         "timeline": [asdict(e) for e in run.events],

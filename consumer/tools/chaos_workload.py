@@ -31,6 +31,14 @@ ALERT_RULES: tuple[tuple[str, str, int], ...] = (
     ("chaos_fever", "temperature", 39),
 )
 HR_RULE, TEMP_RULE = 0, 1
+# A trend rule (issue 17, B11): SpO2 under 90 for 3 readings in a row fires once per run,
+# at its third reading, for the devices of TREND_CUSTOMER only. Their runs span batches,
+# kills and restarts, so a replica that forgot a run (or rebuilt it wrong) fires late,
+# twice or never. Its index in the rule list comes after ALERT_RULES'.
+TREND_RULE = ("chaos_spo2_run", "blood_oxygen", 90, 3)  # type, sign, threshold_min, readings
+TREND_RULE_INDEX = len(ALERT_RULES)
+TREND_CUSTOMER = 2000
+TREND_DEVICES = 8
 
 # Poison kinds and the dead-letter reason each must get. The crafted ones (F1-F4) are
 # inputs that crashed decoders; until the decoder names them, any reason in the set
@@ -117,6 +125,7 @@ class WorkloadSpec:
     # into the same batch) or late (another batch); a cache flush repeats a reading.
     retry_ratio: float = 0.03
     repeat_ratio: float = 0.005
+    trend_ratio: float = 0.02  # messages of the trend devices (one reading each)
 
 
 def _readings_of(payload: Any) -> list[dict[str, Any]]:
@@ -153,6 +162,10 @@ class WorkloadBuilder:
         # (sn, rule) -> the last measured value of the rule's sign was a violation
         self.violating: dict[tuple[str, int], bool] = {}
         self.kinds = list(POISON) + (list(CRAFTED) if spec.crafted else [])
+        # Trend devices: (sn, its clock, its current run of low SpO2 readings).
+        self.trend: list[list[Any]] = [
+            [f"TRENDDEV{i:04d}", dt.datetime(2025, 6, 1, 6, 0, 0), 0] for i in range(TREND_DEVICES)
+        ]
 
     def _f5_device(self, i: int, sn: str) -> Device:
         device = self.gen._device(self.spec.devices + i)
@@ -181,6 +194,8 @@ class WorkloadBuilder:
                 planned = self._f5()
             elif r < sum(edges) + spec.f5_ratio + spec.repeat_ratio:
                 planned = self._repeated()
+            elif r < sum(edges) + spec.f5_ratio + spec.repeat_ratio + spec.trend_ratio:
+                planned = self._trend()
             else:
                 planned = self._valid()
             out.append(planned)
@@ -215,6 +230,28 @@ class WorkloadBuilder:
             value=orjson.dumps({"data": [reading, dict(reading)]}),
             kind="repeated_in_message",
             readings=[(sn, ts), (sn, ts)],
+        )
+
+    def _trend(self) -> Planned:
+        """The next reading of a trend device: low SpO2 (85) about half the time, so runs
+        of 1, 2, 3 and more readings happen; the third of a run is the one alert."""
+        device = self.trend[self.rng.randrange(len(self.trend))]
+        sn, clock, run = device
+        clock = clock + dt.timedelta(seconds=self.rng.randint(20, 90))
+        low = self.rng.random() < 0.55
+        run = run + 1 if low else 0
+        device[1], device[2] = clock, run
+        ts = f"{clock:%Y-%m-%d %H:%M:%S}"
+        reading = {
+            "deviceSn": sn,
+            "heart_rate": 72,
+            "blood_oxygen": 85 if low else 97,
+            "timestamp": ts,
+            "customerId": TREND_CUSTOMER,
+        }
+        alerts = [(sn, TREND_RULE_INDEX, ts)] if run == TREND_RULE[3] else []
+        return Planned(
+            sn.encode(), orjson.dumps({"data": reading}), "trend", [(sn, ts)], alerts=alerts
         )
 
     def _track_in_bounds(self, reading: dict[str, Any]) -> None:

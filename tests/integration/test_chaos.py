@@ -1,6 +1,7 @@
 """The short chaos profile inside `make test`: kill -9 and a MariaDB outage under load,
 twelve partitions flushing at once, with genuine duplicates (retried uploads, readings
-repeated in a message) in the workload, on the write path the consumer ships.
+repeated in a message) and a 3-reading trend rule in the workload, on the write path the
+consumer ships.
 
 It runs on its own private stack (ports 29092/29093/23306/26379, .runtime/chaos-test), so
 the shared services the other tests use are never stopped. CHAOS_SEED replays a run.
@@ -45,6 +46,8 @@ def test_short_profile_keeps_every_invariant(tmp_path: Path) -> None:
     assert result["readings"] >= 20_000
     # Concurrent flushes must meet genuine duplicates (issue 16): retries and repeats.
     assert result["duplicate_readings"] >= 200, result["duplicate_readings"]
+    # A trend rule whose runs span kills and restarts (issue 17, B11).
+    assert result["trend_alerts"] >= 10, result["trend_alerts"]
     failed = {i["name"]: i["samples"] for i in result["invariants"] if not i["ok"]}
     assert not failed, f"seed {seed}: {json.dumps(failed, indent=1)}"
     assert len(result["invariants"]) >= 12
