@@ -125,7 +125,7 @@ class WorkloadSpec:
     # into the same batch) or late (another batch); a cache flush repeats a reading.
     retry_ratio: float = 0.03
     repeat_ratio: float = 0.005
-    trend_ratio: float = 0.02  # messages of the trend devices (one reading each)
+    trend_ratio: float = 0.04  # messages of the trend devices (one reading each)
 
 
 def _readings_of(payload: Any) -> list[dict[str, Any]]:
