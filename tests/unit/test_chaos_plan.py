@@ -10,7 +10,14 @@ from __future__ import annotations
 import datetime as dt
 
 from consumer.tools.chaos_checks import Expected
-from consumer.tools.chaos_workload import KEEPS_READING, Planned, WorkloadBuilder, WorkloadSpec
+from consumer.tools.chaos_workload import (
+    ALERT_RULES,
+    KEEPS_READING,
+    TREND_RULE,
+    Planned,
+    WorkloadBuilder,
+    WorkloadSpec,
+)
 
 
 def planned_workload() -> list[Planned]:
@@ -25,7 +32,8 @@ def test_plan_and_reference_decoder_agree_on_every_kind() -> None:
     planned = planned_workload()
     kinds = {p.kind for p in planned}
     assert kinds >= KEEPS_READING  # the seed exercises every kind this test is about
-    expected = Expected.from_workload(planned, rule_types=["chaos_hr_high", "chaos_fever"])
+    rule_types = [rule_type for rule_type, _, _ in ALERT_RULES] + [TREND_RULE[0]]
+    expected = Expected.from_workload(planned, rule_types=rule_types)
     assert expected.disagreements == []
 
 
