@@ -96,6 +96,24 @@ class Stack:
     def health_rows(self) -> int:
         return int(self.scalar("SELECT COUNT(*) FROM t_user_health_data"))
 
+    def add_heart_rate_rule(self, high: int, trend: int = 1, customer: int = 0) -> None:
+        """A `heart_rate_high` rule: 40 <= heart rate <= `high`, `trend` readings in a row."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_min, "
+                    "threshold_max, trend_duration, severity_level, alert_message, customer_id) "
+                    "VALUES ('heart_rate_high', 'heart_rate', 40, :high, :trend, 'critical', "
+                    "'Heart rate high', :customer)"
+                ),
+                {"high": high, "trend": trend, "customer": customer},
+            )
+
+    def committed_all(self) -> bool:
+        """Every partition's committed offset is at its end (empty ones have none)."""
+        end = self.end_offsets()
+        return all(self.committed().get(p) == e for p, e in end.items() if e > 0)
+
     def produce(
         self, messages: Iterable[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
     ) -> int:

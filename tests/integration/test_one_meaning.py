@@ -18,11 +18,6 @@ pytestmark = pytest.mark.integration
 FAST = {"BATCH_MAX_WAIT_MS": "50"}
 
 
-def committed_all(stack: Stack) -> bool:
-    end = stack.end_offsets()
-    return all(stack.committed().get(p) == e for p, e in end.items() if e > 0)
-
-
 def test_s1_a_zero_customer_from_the_watch_is_filled_by_the_binding(stack: Stack) -> None:
     """The legacy firmware (Utils.getHealthInfo) sends customerId "0", orgId "", userId "":
     0 means unknown, so the binding in sys_user gives customer, org and user together."""
@@ -39,7 +34,7 @@ def test_s1_a_zero_customer_from_the_watch_is_filled_by_the_binding(stack: Stack
     numeric = {**reading, "timestamp": "2025-06-07 08:01:00", "customerId": 0, "orgId": 0}
     stack.produce([(sn.encode(), orjson.dumps({"data": r}), []) for r in (reading, numeric)])
     proc = stack.consumer(**FAST).start()
-    wait_for(lambda: stack.health_rows() == 2 and committed_all(stack), 60, what="2 rows")
+    wait_for(lambda: stack.health_rows() == 2 and stack.committed_all(), 60, what="2 rows")
     rows = stack.rows("SELECT customer_id, org_id, user_id FROM t_user_health_data")
     assert {tuple(r) for r in rows} == {(5, 21, 201)}
     assert proc.terminate() == 0
@@ -53,12 +48,7 @@ def test_s3_the_first_reading_of_a_key_wins_in_every_store(
     Redis and the alerts (a heart rate of 180 must not raise an alert linked to a row that
     shows 60)."""
     sn = "S3DEVICE00000001"
-    with stack.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_min, threshold_max,"
-            " trend_duration, severity_level, alert_message, customer_id) VALUES "
-            "('heart_rate_high', 'heart_rate', 40, 150, 1, 'critical', 'Heart rate high', 0)"
-        )
+    stack.add_heart_rate_rule(150, trend=1, customer=0)
 
     def reading(ts: str, hr: int, workout: str) -> dict[str, object]:
         return {"deviceSn": sn, "heart_rate": hr, "timestamp": ts, "workoutData": workout}
@@ -68,9 +58,9 @@ def test_s3_the_first_reading_of_a_key_wins_in_every_store(
     proc = stack.consumer(**FAST).start()
     stack.produce([(sn.encode(), orjson.dumps({"data": first}), [])])
     stack.produce([(sn.encode(), orjson.dumps({"data": reading(t2, 60, '{"w":"A2"}')}), [])])
-    wait_for(lambda: stack.health_rows() == 2 and committed_all(stack), 60, what="2 rows")
+    wait_for(lambda: stack.health_rows() == 2 and stack.committed_all(), 60, what="2 rows")
     stack.produce([(sn.encode(), orjson.dumps({"data": reading(t2, 181, '{"w":"B2"}')}), [])])
-    wait_for(lambda: committed_all(stack), 60, what="the later duplicate committed")
+    wait_for(stack.committed_all, 60, what="the later duplicate committed")
 
     rows = stack.rows("SELECT `timestamp`, heart_rate FROM t_user_health_data ORDER BY 1")
     assert [r[1] for r in rows] == [60, 60]
@@ -90,7 +80,7 @@ def test_s2_readings_without_timestamps_in_one_message_are_all_stored(stack: Sta
     readings = [{"deviceSn": sn, "heart_rate": hr} for hr in (61, 62, 63)]
     stack.produce([(sn.encode(), orjson.dumps({"data": readings}), [])])
     proc = stack.consumer(**FAST).start()
-    wait_for(lambda: committed_all(stack), 60, what="the message committed")
+    wait_for(stack.committed_all, 60, what="the message committed")
     rows = stack.rows("SELECT `timestamp`, heart_rate FROM t_user_health_data ORDER BY 1")
     assert [r[1] for r in rows] == [61, 62, 63]
     assert [(r[0] - rows[0][0]).total_seconds() for r in rows] == [0, 1, 2]
@@ -111,7 +101,7 @@ def test_s7_a_reading_dated_2099_is_dead_lettered_and_the_latest_state_moves_on(
         ]
     )
     proc = stack.consumer(**FAST).start()
-    wait_for(lambda: committed_all(stack), 60, what="both messages committed")
+    wait_for(stack.committed_all, 60, what="both messages committed")
     rows = stack.rows("SELECT `timestamp` FROM t_user_health_data ORDER BY 1")
     assert [f"{r[0]:%Y-%m-%d %H:%M:%S}" for r in rows] == [now, "2025-06-09 09:00:00"]
     letters = stack.read_topic(stack.dlq_topic, 1)
@@ -137,7 +127,7 @@ def test_s4_sns_that_differ_only_in_case_are_two_devices_everywhere(
     and Redis do: both devices' readings are stored, each in its own hash."""
     stack.produce(two_devices_one_case("s4-case-dev-01"))
     proc = stack.consumer(**FAST).start()
-    wait_for(lambda: committed_all(stack), 60, what="both committed")
+    wait_for(stack.committed_all, 60, what="both committed")
     rows = stack.rows("SELECT device_sn, heart_rate FROM t_user_health_data ORDER BY 2")
     assert [tuple(r) for r in rows] == [("s4-case-dev-01", 61), ("S4-CASE-DEV-01", 62)]
     for sn, hr in (("s4-case-dev-01", "61"), ("S4-CASE-DEV-01", "62")):
@@ -157,7 +147,7 @@ def test_s4_on_a_case_folding_table_the_second_device_is_dead_lettered(stack: St
         )
     stack.produce(two_devices_one_case("s4-fold-dev-01"))
     proc = stack.consumer(**FAST).start()
-    wait_for(lambda: committed_all(stack), 60, what="both committed")
+    wait_for(stack.committed_all, 60, what="both committed")
     # Two partitions, two workers: whichever device is written first keeps the row.
     stored = [r[0] for r in stack.rows("SELECT device_sn FROM t_user_health_data")]
     assert len(stored) == 1 and stored[0] in ("s4-fold-dev-01", "S4-FOLD-DEV-01")
@@ -178,7 +168,7 @@ def test_s5_a_binding_matches_as_the_legacy_lookup_did(stack: Stack) -> None:
     reading = {"deviceSn": sn, "heart_rate": 70, "timestamp": "2025-06-10 09:00:00"}
     stack.produce([(sn.encode(), orjson.dumps({"data": reading}), [])])
     proc = stack.consumer(**FAST).start()
-    wait_for(lambda: stack.health_rows() == 1 and committed_all(stack), 60, what="the row")
+    wait_for(lambda: stack.health_rows() == 1 and stack.committed_all(), 60, what="the row")
     row = stack.rows("SELECT customer_id, org_id, user_id FROM t_user_health_data")[0]
     assert tuple(row) == (6, 31, 301)
     assert proc.terminate() == 0
@@ -191,7 +181,7 @@ def test_s6_a_replica_with_another_zone_than_its_group_refuses_to_start(stack: S
     sn = "S6DEVICE00000001"
     stack.produce([(sn.encode(), orjson.dumps({"data": {"deviceSn": sn, "heart_rate": 70}}), [])])
     utc = stack.consumer(**FAST, DEVICE_TIMEZONE="UTC").start()
-    wait_for(lambda: stack.health_rows() == 1 and committed_all(stack), 60, what="1 row")
+    wait_for(lambda: stack.health_rows() == 1 and stack.committed_all(), 60, what="1 row")
     assert utc.terminate() == 0
 
     other = stack.consumer(**FAST, DEVICE_TIMEZONE="Asia/Shanghai").launch()

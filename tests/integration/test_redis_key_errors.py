@@ -74,12 +74,7 @@ def test_a_key_redis_refuses_is_skipped_alone_and_alerts_go_out_once(
 def test_through_the_real_process_redis_stays_up_and_the_alert_goes_out_once(
     stack: Stack, redis_client: redis.Redis
 ) -> None:
-    with stack.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_min, threshold_max,"
-            " trend_duration, severity_level, alert_message, customer_id) VALUES "
-            "('heart_rate_high', 'heart_rate', 40, 150, 1, 'critical', 'Heart rate high', 0)"
-        )
+    stack.add_heart_rate_rule(150, trend=1, customer=0)
     redis_client.set(LATEST_KEY.format("RKP-LEGACY"), "a string, not a hash")
     pubsub = redis_client.pubsub()
     pubsub.subscribe(ALERT_CHANNEL)

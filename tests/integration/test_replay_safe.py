@@ -20,25 +20,20 @@ pytestmark = pytest.mark.integration
 SN = "R1DEVICE00000001"
 
 
-def committed_all(stack: Stack) -> bool:
-    end = stack.end_offsets()
-    return all(stack.committed().get(p) == e for p, e in end.items() if e > 0)
-
-
 def test_replaying_twice_stores_nothing_new_and_dead_letters_nothing_twice(stack: Stack) -> None:
     # One reading without a time (stored at the message time) and one invalid reading: the
     # message is stored in part and dead-lettered whole.
     body = {"data": [{"deviceSn": SN, "heart_rate": 70}, {"deviceSn": SN, "heart_rate": "x"}]}
     stack.produce([(SN.encode(), orjson.dumps(body), [])])
     proc = stack.consumer(BATCH_MAX_WAIT_MS="50").start()
-    wait_for(lambda: stack.health_rows() == 1 and committed_all(stack), 60, what="1 row")
+    wait_for(lambda: stack.health_rows() == 1 and stack.committed_all(), 60, what="1 row")
     first_time = stack.rows("SELECT `timestamp` FROM t_user_health_data")[0][0]
     assert dlq_json(stack, "stats")["counts"] == {"schema_violation": 1}
 
     first = dlq_json(stack, "replay", "--reason", "schema_violation", expect_rc=0)
     assert first["delivered"] == 1
     wait_for(lambda: dlq_json(stack, "stats")["total"] == 2, 60, what="the copy's dead letter")
-    wait_for(lambda: committed_all(stack), 60, what="the copy committed")
+    wait_for(stack.committed_all, 60, what="the copy committed")
     # R1: the copy's reading without a time is the same reading (the original message
     # time), a duplicate: still one row, at the same time.
     assert [r[0] for r in stack.rows("SELECT `timestamp` FROM t_user_health_data")] == [first_time]

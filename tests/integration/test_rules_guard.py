@@ -24,12 +24,7 @@ SN = "RULES-GUARD-01"
 def test_a_rules_message_before_the_first_load_never_commits_without_alerts(
     stack: Stack, redis_client: redis.Redis
 ) -> None:
-    with stack.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_min, threshold_max,"
-            " trend_duration, severity_level, alert_message, customer_id) VALUES "
-            "('heart_rate_high', 'heart_rate', 40, 150, 1, 'critical', 'Heart rate high', 0)"
-        )
+    stack.add_heart_rate_rule(150, trend=1, customer=0)
     proc = stack.consumer(BATCH_MAX_WAIT_MS="50").start()
     # No flush yet, so no rules loaded. The admin side edits rules; then the table cannot
     # be read when the first flush needs it.

@@ -38,26 +38,16 @@ def alerts(stack: Stack) -> list[str]:
     return [f"{r[0]:%H:%M}" for r in rows]
 
 
-def committed_all(stack: Stack) -> bool:
-    end = stack.end_offsets()
-    return all(stack.committed().get(p) == e for p, e in end.items() if e > 0)
-
-
 def test_a_run_spanning_a_restart_fires_once_at_its_third_reading(stack: Stack) -> None:
-    with stack.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO t_alert_rules (rule_type, physical_sign, threshold_min, threshold_max,"
-            " trend_duration, severity_level, alert_message, customer_id) VALUES "
-            "('heart_rate_high', 'heart_rate', 40, 120, 3, 'critical', 'Heart rate high', 7)"
-        )
+    stack.add_heart_rate_rule(120, trend=3, customer=7)
     first = stack.consumer(BATCH_MAX_WAIT_MS="50").start()
     stack.produce([reading(0, 80), reading(1, 130), reading(2, 131)])  # a run of two
-    wait_for(lambda: stack.health_rows() == 3 and committed_all(stack), 60, what="3 rows")
+    wait_for(lambda: stack.health_rows() == 3 and stack.committed_all(), 60, what="3 rows")
     assert first.terminate() == 0  # the partition goes to another replica (a restart)
 
     second = stack.consumer(BATCH_MAX_WAIT_MS="50").start()
     stack.produce([reading(3, 132), reading(4, 133), reading(5, 70)])
-    wait_for(lambda: stack.health_rows() == 6 and committed_all(stack), 60, what="6 rows")
+    wait_for(lambda: stack.health_rows() == 6 and stack.committed_all(), 60, what="6 rows")
     assert alerts(stack) == ["08:03"]  # the third violation, not the fifth reading
     second.kill9()
 
