@@ -25,6 +25,7 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import pymysql
@@ -563,11 +564,13 @@ def _alert_key(alert: Alert) -> tuple[str, dt.datetime]:
 
 
 def _shows(stored: tuple[int, dict[str, Any]] | None, alert: Alert) -> bool:
-    """Whether the stored reading shows the value the alert fired on."""
+    """Whether the stored reading shows the value the alert fired on. Compared as decimal
+    text: an adopted legacy table keeps temperature in a DOUBLE, and the float 36.7 is not
+    exactly Decimal("36.7")."""
     if stored is None:
         return False
     value = stored[1].get(alert.field)
-    return value is not None and value == alert.value
+    return value is not None and Decimal(str(value)) == Decimal(str(alert.value))
 
 
 def distinct_readings(records: list[HealthRecord]) -> list[HealthRecord]:

@@ -3,6 +3,8 @@ error classes."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pymysql
 import pytest
 from sqlalchemy.engine import make_url
@@ -122,3 +124,24 @@ def test_contention_is_retried_like_an_outage_but_is_not_one() -> None:
 def test_the_index_a_duplicate_names(message: str, key: str) -> None:
     """Only a duplicate on the (device_sn, timestamp) key proves its row exists."""
     assert duplicate_key_name(message) == key
+
+
+@pytest.mark.parametrize(
+    ("stored", "fired", "shows"),
+    [
+        (36.7, Decimal("36.7"), True),  # a legacy DOUBLE column: the float is not exact
+        (Decimal("39.50"), Decimal("39.5"), True),  # our DECIMAL(5,2)
+        (60, 180, False),  # a duplicate with other values: not this reading (issue 18 S3)
+        (None, 180, False),
+    ],
+)
+def test_an_alert_stands_on_the_stored_reading_compared_as_decimals(
+    stored: object, fired: object, shows: bool
+) -> None:
+    from consumer.health_alerts.rules import Alert, HealthRule
+    from consumer.sinks.mysql import _shows
+    from tests.records import make_record
+
+    rule = HealthRule(1, "t", "temperature", None, Decimal("35"), 1, "major", None, 0)
+    alert = Alert(rule, make_record(), fired, "temperature")  # type: ignore[arg-type]
+    assert _shows((7, {"temperature": stored}), alert) is shows
