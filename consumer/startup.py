@@ -29,7 +29,7 @@ from consumer.dependencies import Dependencies
 from consumer.pipeline.poll_loop import ZONE_METADATA_PREFIX
 from consumer.pipeline.retry import Backoff
 from consumer.settings import ConfigError, Settings
-from consumer.sinks.dlq import MAX_DETAIL_CHARS, letter_size, producer_max_bytes
+from consumer.sinks.dlq import MAX_DETAIL_CHARS, letter_headers, letter_size, producer_max_bytes
 from consumer.topics import (
     admin_client,
     broker_max_message_bytes,
@@ -68,14 +68,9 @@ def dlq_bytes_needed(producer_max: int) -> int:
 
 def letter_overhead(settings: Settings) -> int:
     """Bytes a dead letter adds around the message value: its headers and framing."""
-    headers: list[tuple[str, str | bytes | None]] = [
-        ("error.reason", b"x" * 32),
-        ("error.detail", b"x" * MAX_DETAIL_CHARS),
-        ("source.topic", settings.kafka_topic.encode()),
-        ("source.partition", b"0" * 10),
-        ("source.offset", b"0" * 20),
-        ("consumer.version", b"0" * 16),
-    ]
+    headers = letter_headers(
+        "x" * 32, "x" * MAX_DETAIL_CHARS, settings.kafka_topic, 10**9, 10**19, 10**13
+    )
     return letter_size(b"k" * 64, None, headers)
 
 

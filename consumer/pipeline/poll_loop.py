@@ -307,9 +307,7 @@ class PollLoop:
         if not due:
             return
         self._book.requested(due)
-        tps = [
-            TopicPartition(self.topic, p, o, metadata=self._commit_metadata) for p, o in due.items()
-        ]
+        tps = self._offsets(due)
         try:
             self._consumer.commit(offsets=tps, asynchronous=True)
         except KafkaException as exc:
@@ -319,15 +317,18 @@ class PollLoop:
         due = self._book.due(self._flushed(), only=partitions)
         if not due:
             return
-        tps = [
-            TopicPartition(self.topic, p, o, metadata=self._commit_metadata) for p, o in due.items()
-        ]
+        tps = self._offsets(due)
         try:
             result = self._consumer.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
             self._commit_failed(tps, exc)
             return
         self._on_commit(None, result or tps)
+
+    def _offsets(self, due: dict[int, int]) -> list[TopicPartition]:
+        """The offsets to commit, each carrying the group's zone (see zone_metadata)."""
+        meta = self._commit_metadata
+        return [TopicPartition(self.topic, p, o, metadata=meta) for p, o in due.items()]
 
     def _commit_failed(self, tps: list[TopicPartition], exc: object) -> None:
         self._ledger.committed(False)

@@ -79,6 +79,28 @@ class Delivery:
         return letter_size(self.key, self.value, self.headers)
 
 
+def letter_headers(
+    reason: str,
+    detail: str,
+    source_topic: str,
+    source_partition: int,
+    source_offset: int,
+    source_timestamp_ms: int | None = None,
+) -> Headers:
+    """The headers saying why and from where; the start-up limit check sizes them too."""
+    headers: Headers = [
+        ("error.reason", reason.encode()),
+        ("error.detail", detail[:MAX_DETAIL_CHARS].encode()),
+        ("source.topic", source_topic.encode()),
+        ("source.partition", str(source_partition).encode()),
+        ("source.offset", str(source_offset).encode()),
+        ("consumer.version", __version__.encode()),
+    ]
+    if source_timestamp_ms is not None and source_timestamp_ms > 0:
+        headers.append((SOURCE_TIMESTAMP_HEADER, str(source_timestamp_ms).encode()))
+    return headers
+
+
 def letter_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
     """Upper bound of the bytes a letter takes on the wire, framing included."""
     head = sum(len(n) + len(v or b"") + HEADER_OVERHEAD_BYTES for n, v in headers)
@@ -166,16 +188,9 @@ class DeadLetterSink:
     ) -> Delivery:
         """`carried`: headers of the message kept on its dead letter (a replayed copy's
         `replay.*`, so `dlq replay` knows the replay failed again)."""
-        headers: Headers = [
-            ("error.reason", reason.encode()),
-            ("error.detail", detail[:MAX_DETAIL_CHARS].encode()),
-            ("source.topic", source_topic.encode()),
-            ("source.partition", str(source_partition).encode()),
-            ("source.offset", str(source_offset).encode()),
-            ("consumer.version", __version__.encode()),
-        ]
-        if source_timestamp_ms is not None and source_timestamp_ms > 0:
-            headers.append((SOURCE_TIMESTAMP_HEADER, str(source_timestamp_ms).encode()))
+        headers = letter_headers(
+            reason, detail, source_topic, source_partition, source_offset, source_timestamp_ms
+        )
         headers.extend(carried)
         return self._produce(fit(key, value, headers, self.max_bytes))
 

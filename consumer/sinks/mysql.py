@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
-from consumer.health_alerts.rules import Alert
+from consumer.health_alerts.rules import SIGN_FIELDS, Alert
 from consumer.sinks.mysql_rows import (
     ALERT_COLUMNS,
     DAILY_FIELDS,
@@ -310,22 +310,10 @@ WEEKLY_SQL = _slow_upsert_sql("t_user_health_data_weekly", "week_start", WEEKLY_
 ALERT_SQL = _insert_sql("t_alert_info", ALERT_COLUMNS, "id = id")
 
 
-# What rebuilding a device's trend runs reads of its stored readings (rules.SIGN_FIELDS).
-RUN_COLUMNS = (
-    "device_sn",
-    "timestamp",
-    "customer_id",
-    "heart_rate",
-    "blood_oxygen",
-    "temperature",
-    "pressure_high",
-    "pressure_low",
-    "stress",
-    "step",
-    "distance",
-    "calorie",
-    "sleep",
-)
+# The vital signs the rules read (rules.SIGN_FIELDS), and what rebuilding a device's trend
+# runs reads of its stored readings.
+SIGN_COLUMNS = tuple(sorted({f for fields in SIGN_FIELDS.values() for f in fields}))
+RUN_COLUMNS = ("device_sn", "timestamp", "customer_id", *SIGN_COLUMNS)
 
 
 class RedoWithInsert(Exception):
@@ -345,7 +333,7 @@ class MySQLSink:
         # Rows a LOAD DATA skipped without a row of their key in the table, inserted again
         # (the auto-increment hazard above). Unsynchronized: indicative.
         self.rows_refilled = 0
-        self.health_keys: frozenset[str] | None = None  # see health_key_names
+        self.exact_keys: frozenset[str] | None = None  # see _exact_keys
 
     def write(self, records: list[HealthRecord], alerts: list[Alert]) -> WriteResult:
         """Write one batch atomically; raise RowRejected or DatabaseUnavailable.
@@ -374,10 +362,13 @@ class MySQLSink:
     ) -> WriteResult:
         result = WriteResult()
         if records:
-            result.inserted = self._health_rows(conn, records, load_data)
+            # The first reading of a key is the reading, in every table (issue 18, S3); a
+            # reading repeated inside the batch is sent once, so the server skips only
+            # readings stored by earlier batches.
+            unique = distinct_readings(records)
+            result.inserted = self._health_rows(conn, unique, load_data)
             result.duplicates = len(records) - result.inserted
-            # The first reading of a key is the reading, in every table (issue 18, S3).
-            records = distinct_readings(records)
+            records = unique
             daily = daily_rows(records)
             if daily:
                 conn.exec_driver_sql(DAILY_SQL, [r.as_tuple(DAILY_FIELDS) for r in daily])
@@ -391,12 +382,7 @@ class MySQLSink:
         return result
 
     def _health_rows(self, conn: Connection, records: list[HealthRecord], load_data: bool) -> int:
-        """Insert the readings not stored yet; return how many were inserted.
-
-        A reading repeated inside the batch is sent once (the first, as the unique key
-        would keep it): the server then skips only readings stored by earlier batches.
-        """
-        records = distinct_readings(records)
+        """Insert the readings (distinct keys) not stored yet; return how many were inserted."""
         dbapi = conn.connection.dbapi_connection
         inserted = 0
         loaded = load_data and isinstance(dbapi, InfileConnection) and dbapi.allows_load_data()
@@ -427,10 +413,10 @@ class MySQLSink:
         (device_sn, timestamp) keys, when device_sn compares byte for byte (on a
         case-folding collation the row may be another device's: checked row by row).
         Asked once per sink (the schema is checked at start-up)."""
-        if self.health_keys is None:
+        if self.exact_keys is None:
             exact = health_sn_collation(conn).endswith("_bin")
-            self.health_keys = health_key_names(conn) if exact else frozenset()
-        return self.health_keys
+            self.exact_keys = health_key_names(conn) if exact else frozenset()
+        return self.exact_keys
 
     def _prove_skipped(self, conn: Connection, records: list[HealthRecord]) -> int:
         """Make sure every skipped reading has a row of its key; return rows added.
@@ -546,7 +532,7 @@ def _stored_readings(
     """
     ordered = sorted(keys)
     placeholders = ", ".join(["(%s, %s)"] * len(ordered))
-    signs = ", ".join(f"`{c}`" for c in RUN_COLUMNS[3:])
+    signs = ", ".join(f"`{c}`" for c in SIGN_COLUMNS)
     sql = (
         f"SELECT device_sn, `timestamp`, id, {signs} FROM t_user_health_data "
         f"WHERE (device_sn, `timestamp`) IN ({placeholders})"
@@ -554,7 +540,7 @@ def _stored_readings(
     flat = tuple(v for key in ordered for v in key)
     rows = conn.exec_driver_sql(sql, flat).all()
     return {
-        (_sn_key(row[0]), row[1]): (int(row[2]), dict(zip(RUN_COLUMNS[3:], row[3:], strict=True)))
+        (_sn_key(row[0]), row[1]): (int(row[2]), dict(zip(SIGN_COLUMNS, row[3:], strict=True)))
         for row in rows
     }
 
