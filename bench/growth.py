@@ -58,8 +58,10 @@ from alembic import command  # noqa: E402
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
 
 from bench.procstat import cpu_seconds, pid_listening_on  # noqa: E402
+from consumer.db import partitions  # noqa: E402
 from consumer.db.migrate import alembic_config, migrate  # noqa: E402
 from consumer.sinks.mysql import MySQLSink, make_engine  # noqa: E402
+from consumer.tools.retention import retention  # noqa: E402
 from schemas.record import HealthRecord  # noqa: E402
 
 START = dt.datetime(2025, 6, 1, 0, 0, 0)
@@ -68,12 +70,13 @@ DATABASE = "growth"
 
 
 @contextmanager
-def private_server(runtime: Path, port: int, keep: bool) -> Iterator[str]:
+def private_server(runtime: Path, port: int, keep: bool, extra: list[str]) -> Iterator[str]:
     """scripts/services.sh's MariaDB on `port` with its datadir under `runtime`."""
     env = {
         **os.environ,
         "HEALTHSTREAM_RUNTIME_DIR": str(runtime),
         "HEALTHSTREAM_MARIADB_PORT": str(port),
+        "HEALTHSTREAM_MARIADB_EXTRA_ARGS": " ".join(extra),
     }
     services = str(ROOT / "scripts" / "services.sh")
     subprocess.run([services, "up", "mariadb"], env=env, check=True, capture_output=True)
@@ -115,6 +118,17 @@ def build_schema(server: str, schema: str, revision: str, sql: list[str]) -> str
             conn.exec_driver_sql(statement)
     engine.dispose()
     return url
+
+
+def add_partitions(url: str, args: argparse.Namespace) -> str | None:
+    """Partitions over the run's readings, as the retention command keeps them ahead."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            until = START + dt.timedelta(minutes=args.rows // args.devices + 2)
+            return partitions.ensure_ahead(conn, START, until, args.partition_minutes)
+    finally:
+        engine.dispose()
 
 
 class Readings:
@@ -221,7 +235,34 @@ def main() -> int:
     p.add_argument("--schema", choices=("shipped", "legacy", "legacy-tuned"), default="shipped")
     p.add_argument("--revision", default="head", help="shipped: the Alembic revision")
     p.add_argument("--sql", action="append", default=[], help="statements after the schema")
+    p.add_argument(
+        "--server-arg",
+        dest="server_args",
+        action="append",
+        default=[],
+        help="extra mariadbd option, e.g. --plugin-load-add=ha_rocksdb",
+    )
     p.add_argument("--global", dest="globals", action="append", default=[], help="VAR=VALUE")
+    p.add_argument(
+        "--retention-at",
+        type=int,
+        default=0,
+        help="at this many rows, run `health-consumer retention` beside the writers",
+    )
+    p.add_argument(
+        "--retention-keep-minutes",
+        type=float,
+        default=30,
+        help="its --keep-days, in minutes of the readings' clock",
+    )
+    p.add_argument("--retention-chunk", type=int, default=5000)
+    p.add_argument(
+        "--partition-minutes",
+        type=int,
+        default=60,
+        help="a partitioned table (0005): partitions of this length over the run's "
+        "readings, as `health-consumer retention` keeps them ahead of the clocks",
+    )
     p.add_argument("--max-seconds", type=float, default=float("inf"), help="stop after this")
     p.add_argument("--min-rate", type=float, default=0, help="stop below this rows/s chunk")
     p.add_argument("--runtime", default=str(ROOT / ".runtime" / "growth"))
@@ -232,8 +273,9 @@ def main() -> int:
     args = p.parse_args()
 
     runtime = Path(args.runtime)
-    with private_server(runtime, args.port, args.keep_server) as server:
+    with private_server(runtime, args.port, args.keep_server, args.server_args) as server:
         url = build_schema(server, args.schema, args.revision, args.sql)
+        split = add_partitions(url, args)
         root = create_engine(f"{server}/mysql")
         with root.begin() as conn:
             for kv in args.globals:
@@ -248,6 +290,7 @@ def main() -> int:
         result.update(
             buffer_pool_mb=int(pool_mb) // 2**20,
             create_table=keys[0][1],
+            partitions_added=split,
             command=" ".join(["bench/growth.py", *sys.argv[1:]]),
         )
         root.dispose()
@@ -277,6 +320,7 @@ def run(
     }
     started = last["t"]
     peak = [0]
+    cleaner: dict[str, Any] = {}
 
     def sample(rows: int) -> None:
         now, cpu, st = time.monotonic(), cpu_seconds(mariadbd), status(root, counters)
@@ -294,12 +338,35 @@ def run(
             "table_gb": round(size / 1e9, 3),
             "elapsed_s": round(now - started, 1),
             "loadavg_1m": round(os.getloadavg()[0], 2),
+            "retention_running": cleaner.get("running", False),
         }
         chunks.append(chunk)
         print(json.dumps(chunk), flush=True)
         last.update(rows=rows, t=now, cpu=cpu, **st)
         if chunk["rows_per_s"] < args.min_rate or now - started > args.max_seconds:
             stop.set()
+
+    def clean(rows: int) -> None:
+        """`health-consumer retention` at the readings' clock of now, beside the writers."""
+        now = START + dt.timedelta(minutes=rows / args.devices)
+        cleaner.update(started_at_rows=rows, started_s=round(time.monotonic() - started, 1))
+        t0 = time.monotonic()
+        try:
+            done = retention(
+                url,
+                args.retention_keep_minutes / 1440,
+                now=now,
+                chunk_rows=args.retention_chunk,
+            )
+            cleaner.update(deleted_rows=done.deleted_rows, chunks=done.chunks)
+        except BaseException as exc:  # reported in the result
+            cleaner["error"] = repr(exc)
+        cleaner.update(
+            running=False,
+            seconds=round(time.monotonic() - t0, 1),
+            ended_at_rows=written[0],
+        )
+        print(json.dumps({"retention": cleaner}), flush=True)
 
     def writer() -> None:
         try:
@@ -315,6 +382,9 @@ def run(
                     due = written[0] - last["rows"] >= args.chunk
                     if due:
                         sample(written[0])
+                    if args.retention_at and written[0] >= args.retention_at and not cleaner:
+                        cleaner["running"] = True
+                        threading.Thread(target=clean, args=(written[0],)).start()
         except BaseException as exc:  # reported below
             errors.append(exc)
             stop.set()
@@ -332,8 +402,10 @@ def run(
     with root.connect() as conn:
         rows = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {DATABASE}.t_user_health_data")
         stored = int(rows.scalar_one())
-    if stored != written[0]:
+    if stored != written[0] - cleaner.get("deleted_rows", 0):
         raise RuntimeError(f"{written[0]} written, {stored} stored")
+    if cleaner.get("running"):
+        raise RuntimeError("the run ended before retention did: give it more rows")
     tail = [c for c in chunks if c["rows_in_table"] > 0.8 * written[0]]
     return {
         "label": args.label,
@@ -341,6 +413,7 @@ def run(
         "revision": args.revision,
         "sql": args.sql,
         "globals": args.globals,
+        "server_args": args.server_args,
         "devices": args.devices,
         "target_rows": args.rows,
         "rows": written[0],
@@ -351,6 +424,7 @@ def run(
         "peak_table_gb": round(peak[0] / 1e9, 3),
         "min_chunk_rows_per_s": min(c["rows_per_s"] for c in chunks),
         "last_fifth_rows_per_s": round(sum(c["rows_per_s"] for c in tail) / max(1, len(tail)), 1),
+        "retention": cleaner or None,
         "chunks": chunks,
     }
 

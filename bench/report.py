@@ -57,6 +57,13 @@ TARGETS: dict[str, tuple[Target, ...]] = {
         GATEWAY_CPU,
     ),
     "gateway_demo_2k": (Target("achieved_rate", ">=", 1_980, "make demo uploads/s (of 2,000)"),),
+    # Issue 20: the slowest chunk of a run to 50M rows, and that it got there.
+    "growth": (
+        Target("shipped_200k_min_rows_per_s", ">=", 60_000, "shipped, 200k devices: rows/s"),
+        Target("shipped_200k_reached_rows", ">=", 50_000_000, "shipped, 200k: rows reached"),
+        Target("legacy-tuned_200k_min_rows_per_s", ">=", 30_000, "tuned legacy, 200k: rows/s"),
+        Target("legacy-tuned_200k_reached_rows", ">=", 50_000_000, "tuned legacy: rows reached"),
+    ),
 }
 
 COLUMNS = (

@@ -23,6 +23,11 @@ Scenarios:
   the moment the upload was produced.
 - demo_2k_2_replicas: the `make demo` load (simulator mix, 1% invalid, the demo's alert
   rules) at BENCH_DEMO_RATE messages/s into 2 replicas.
+- growth (only when named in BENCH_ONLY: it takes up to hours): bench/growth.py on a
+  private MariaDB for each of BENCH_GROWTH_SCHEMAS (shipped, legacy, legacy-tuned) x
+  BENCH_GROWTH_DEVICES (20000,200000), BENCH_GROWTH_ROWS rows each (50M), one run at a
+  time under nice: rows/s, MariaDB µs/row and buffer-pool reads/row per
+  BENCH_GROWTH_CHUNK rows, peak table size; BENCH_GROWTH_MAX_S caps each run.
 - gateway_floor / gateway_saturation / gateway_2k / gateway_demo_2k: the ingest gateway
   (bench/bench_gateway.py): its HTTP stack alone, wrk at saturation, 2,000 uploads/s open
   loop, and make demo's simulator through it; CPU per upload of each gateway process.
@@ -725,6 +730,39 @@ def demo(seed: int) -> dict[str, Any]:
     return result
 
 
+def growth() -> dict[str, Any]:
+    """bench/growth.py for every schema x device count, one at a time (issue 20)."""
+    rows = int(knob("BENCH_GROWTH_ROWS", 50_000_000, 2_000_000))
+    chunk = int(knob("BENCH_GROWTH_CHUNK", 1_000_000, 250_000))
+    max_s = os.environ.get("BENCH_GROWTH_MAX_S")
+    schemas = os.environ.get("BENCH_GROWTH_SCHEMAS", "shipped,legacy,legacy-tuned").split(",")
+    devices = [int(d) for d in os.environ.get("BENCH_GROWTH_DEVICES", "20000,200000").split(",")]
+    out: dict[str, Any] = {"target_rows": rows, "runs": {}}
+    for schema in schemas:
+        for n in devices:
+            name = f"{schema}_{n // 1000}k"
+            path = RESULTS / f"growth_{name}.json"
+            cmd = ["nice", "-n", "10", sys.executable, str(ROOT / "bench" / "growth.py")]
+            cmd += ["--schema", schema, "--devices", str(n), "--rows", str(rows)]
+            cmd += ["--chunk", str(chunk), "--out", str(path)]
+            cmd += ["--max-seconds", max_s] if max_s else []
+            print(f"  growth {name}: {' '.join(cmd[3:])}", flush=True)
+            subprocess.run(cmd, check=True, cwd=ROOT)
+            run = json.loads(path.read_text())
+            out["runs"][name] = {k: v for k, v in run.items() if k != "create_table"}
+            out[f"{name}_min_rows_per_s"] = run["min_chunk_rows_per_s"]
+            out[f"{name}_reached_rows"] = run["rows"]
+            out[f"{name}_peak_table_gb"] = run["peak_table_gb"]
+            for c in run["chunks"]:
+                print(
+                    f"    {c['rows_in_table']:>11,} rows: {c['rows_per_s']:>9,.0f} rows/s "
+                    f"{c['mariadb_us_per_row']:>6} µs/row {c['bp_reads_per_row']:>6} reads/row "
+                    f"{c['table_gb']} GB",
+                    flush=True,
+                )
+    return out
+
+
 def gateway(run: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
     def wrapped() -> dict[str, Any]:
         load0 = os.getloadavg()
@@ -797,7 +835,9 @@ def main() -> int:
         "gateway_saturation": gateway(bench_gateway.saturation),
         "gateway_2k": gateway(bench_gateway.fixed_rate),
         "gateway_demo_2k": gateway(bench_gateway.demo),
+        "growth": growth,
     }
+    opt_in = {"growth"}  # hours long: runs only when BENCH_ONLY names it
     if only and "floor_consume_decode" in only and "drain_1_replica" not in only:
         only.add("drain_1_replica")  # the floor reads the topic drain_1 filled
     summary_path = RESULTS / "summary.json"
@@ -806,7 +846,7 @@ def main() -> int:
     summary: dict[str, Any] = old.get("scenarios", {}) if isinstance(old, dict) else {}
     started = time.monotonic()
     for name, run in scenarios.items():
-        if only and name not in only:
+        if (only and name not in only) or (name in opt_in and name not in only):
             continue
         print(f"bench {name} ...", flush=True)
         try:
@@ -857,6 +897,7 @@ SCENARIO_ORDER = (
     "gateway_saturation",
     "gateway_2k",
     "gateway_demo_2k",
+    "growth",
 )
 SUMMARY_KEYS = (
     "readings_per_s",
@@ -877,6 +918,10 @@ SUMMARY_KEYS = (
     "missing_in_db",
     "achieved_rate",
     "skipped",
+    "shipped_200k_min_rows_per_s",
+    "shipped_200k_reached_rows",
+    "legacy-tuned_200k_min_rows_per_s",
+    "legacy-tuned_200k_reached_rows",
 )
 
 

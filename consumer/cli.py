@@ -1,4 +1,4 @@
-"""`health-consumer run | migrate | simulate | dlq`."""
+"""`health-consumer run | migrate | simulate | dlq | retention`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,27 @@ def _parser() -> argparse.ArgumentParser:
     mig.add_argument(
         "--dry-run", action="store_true", help="print the SQL it would run; change nothing"
     )
+    mig.add_argument(
+        "--tune-indexes",
+        action="store_true",
+        help="instead: drop an adopted legacy table's redundant per-device indexes, online "
+        "(consumer/db/tune.py says which and what the bigscreen loses)",
+    )
+    ret = sub.add_parser(
+        "retention",
+        help="remove raw readings older than --keep-days online, in bounded chunks; "
+        "daily/weekly rows and alerts stay",
+    )
+    ret.add_argument("--keep-days", type=float, required=True)
+    ret.add_argument("--dry-run", action="store_true", help="say what it would do; change nothing")
+    ret.add_argument("--chunk-rows", type=int, default=5000, help="ids per DELETE")
+    ret.add_argument("--pause-ms", type=float, default=0.0, help="sleep between DELETEs")
+    ret.add_argument(
+        "--partition-minutes", type=int, default=60, help="length of new time partitions"
+    )
+    ret.add_argument(
+        "--ahead-hours", type=float, default=24.0, help="create partitions this far ahead"
+    )
     sim = sub.add_parser("simulate", help="publish realistic readings like gateways do")
     sim.add_argument("--devices", type=int, default=100)
     sim.add_argument("--rate", type=float, default=1000.0, help="messages/s; 0 = unlimited")
@@ -66,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"health-consumer: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+
+    if args.command == "migrate" and args.tune_indexes:
+        return _tune(settings.database_url.get_secret_value(), args.dry_run)
+
+    if args.command == "retention":
+        return _retention(settings.database_url.get_secret_value(), args)
 
     if args.command == "migrate":
         return _migrate(settings.database_url.get_secret_value(), args.dry_run)
@@ -168,6 +195,43 @@ def _migrate(database_url: str, dry_run: bool) -> int:
     elif result.kind == "up to date":
         print("nothing to do")
     print(f"database at revision {result.revision}")
+    return 0
+
+
+def _tune(database_url: str, dry_run: bool) -> int:
+    from consumer.db.tune import tune_indexes
+
+    result = tune_indexes(database_url, dry_run=dry_run)
+    for name, why in result.kept.items():
+        print(f"note: {name} kept: {why}", file=sys.stderr)
+    print(result.sql or "-- nothing to do: no redundant per-device index")
+    if dry_run:
+        print("-- dry run: nothing was changed", file=sys.stderr)
+    elif result.dropped:
+        print(f"dropped {', '.join(result.dropped)}")
+    return 0
+
+
+def _retention(database_url: str, args: argparse.Namespace) -> int:
+    from consumer.tools.retention import retention
+
+    result = retention(
+        database_url,
+        args.keep_days,
+        dry_run=args.dry_run,
+        chunk_rows=args.chunk_rows,
+        pause_ms=args.pause_ms,
+        partition_minutes=args.partition_minutes,
+        ahead_hours=args.ahead_hours,
+    )
+    for statement in result.statements:
+        print(statement + ";")
+    verb = "would" if args.dry_run else "did"
+    print(
+        f"cutoff {result.cutoff:%Y-%m-%d %H:%M:%S}: {verb} drop "
+        f"{len(result.dropped_partitions)} partitions (~{result.dropped_rows_estimate} rows) "
+        f"and delete {result.deleted_rows} readings in {result.chunks} chunks"
+    )
     return 0
 
 

@@ -79,6 +79,9 @@ SN_COLLATION = "utf8mb4_bin"
 SN_TYPE = String(255, collation=SN_COLLATION)
 
 
+# Migration 0005 partitions our (not an adopted) table by `timestamp`, which makes its
+# primary key (id, timestamp); Alembic compares neither, and adoption targets this table
+# as written here, so the Core definition keeps PRIMARY KEY (id) for both.
 health_data = Table(
     "t_user_health_data",
     metadata,

@@ -334,6 +334,7 @@ class MySQLSink:
         # (the auto-increment hazard above). Unsynchronized: indicative.
         self.rows_refilled = 0
         self.exact_keys: frozenset[str] | None = None  # see _exact_keys
+        self.partitioned: bool | None = None  # see _partitioned
 
     def write(self, records: list[HealthRecord], alerts: list[Alert]) -> WriteResult:
         """Write one batch atomically; raise RowRejected or DatabaseUnavailable.
@@ -385,7 +386,12 @@ class MySQLSink:
         """Insert the readings (distinct keys) not stored yet; return how many were inserted."""
         dbapi = conn.connection.dbapi_connection
         inserted = 0
-        loaded = load_data and isinstance(dbapi, InfileConnection) and dbapi.allows_load_data()
+        loaded = (
+            load_data
+            and isinstance(dbapi, InfileConnection)
+            and not self._partitioned(conn)
+            and dbapi.allows_load_data()
+        )
         skipped_on: Counter[str] = Counter()  # LOAD DATA: skipped rows per index named
         if loaded:
             assert isinstance(dbapi, InfileConnection)
@@ -407,6 +413,21 @@ class MySQLSink:
         if inserted < len(records):
             inserted += self._prove_skipped(conn, records)
         return inserted
+
+    def _partitioned(self, conn: Connection) -> bool:
+        """Whether the health table is partitioned (0005): then the rendered INSERT, never
+        LOAD DATA. A partitioned table cannot keep `id` unique by a key (every unique key
+        must hold the partitioning column), and concurrent LOAD DATA ... IGNORE statements
+        that skip duplicates then stored rows sharing an id (ha_partition hands reserved
+        auto-increment values out again; tests/integration/test_concurrent_duplicates.py),
+        where INSERT ... ON DUPLICATE KEY did not. Asked once per sink."""
+        if self.partitioned is None:
+            found = conn.exec_driver_sql(
+                "SELECT 1 FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() "
+                "AND TABLE_NAME = 't_user_health_data' AND PARTITION_NAME IS NOT NULL LIMIT 1"
+            ).first()
+            self.partitioned = found is not None
+        return self.partitioned
 
     def _exact_keys(self, conn: Connection) -> frozenset[str]:
         """The unique indexes whose duplicate proves a row of the same reading exists: the
@@ -710,12 +731,14 @@ def health_sn_collation(conn: Connection) -> str:
 
 
 def health_key_names(conn: Connection) -> frozenset[str]:
-    """The unique indexes of t_user_health_data on exactly (device_sn, timestamp): ours is
-    uk_health_device_ts, an adopted legacy table may carry its own under another name."""
+    """The unique indexes of t_user_health_data on exactly the columns device_sn and
+    timestamp, in either order (the same uniqueness): ours, an adopted legacy table's
+    under another name, or a time-leading one (`migrate --tune-indexes`)."""
     sql = (
         "SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
         "AND TABLE_NAME = 't_user_health_data' AND NON_UNIQUE = 0 GROUP BY INDEX_NAME "
-        "HAVING GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) = 'device_sn,timestamp'"
+        "HAVING GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) "
+        "IN ('device_sn,timestamp', 'timestamp,device_sn')"
     )
     return frozenset(str(row[0]) for row in conn.exec_driver_sql(sql))
 

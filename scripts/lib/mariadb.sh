@@ -6,6 +6,9 @@ MARIADB_PORT=${HEALTHSTREAM_MARIADB_PORT:-3306}
 # Interleaved (2) is MySQL 8's default and what production servers run; the sink's tests
 # start private servers with 0 and 1 to show the write path holds under each.
 MARIADB_AUTOINC_LOCK_MODE=${HEALTHSTREAM_MARIADB_AUTOINC_LOCK_MODE:-2}
+# Extra mariadbd options, space-separated (bench/growth.py: a private server with
+# --plugin-load-add=ha_rocksdb, which cannot be INSTALLed at run time on Debian 12).
+MARIADB_EXTRA_ARGS=${HEALTHSTREAM_MARIADB_EXTRA_ARGS:-}
 MARIADB_DATABASE=health
 MARIADB_DIR="$RUNTIME_DIR/mariadb"
 MARIADB_DATADIR="$MARIADB_DIR/data"
@@ -90,7 +93,9 @@ mariadb_launch() {
     # binlog or with row-based binlogging; the sink never relies on consecutive ids, and
     # proves every row it skips a duplicate (mode 2 can skip new rows on PRIMARY).
     # --no-defaults: Debian's /etc/mysql config must not leak in (its datadir, socket).
-    # setsid / 9>&- / output to files: see kafka_launch.
+    # setsid / 9>&- / output to files: see kafka_launch. MARIADB_EXTRA_ARGS is split on
+    # spaces on purpose (one option per word).
+    # shellcheck disable=SC2086
     setsid mariadbd --no-defaults --user=root \
         --datadir="$MARIADB_DATADIR" \
         --bind-address=127.0.0.1 --port="$MARIADB_PORT" \
@@ -105,6 +110,7 @@ mariadb_launch() {
         --innodb-flush-log-at-trx-commit=2 \
         --skip-log-bin \
         --innodb-autoinc-lock-mode="$MARIADB_AUTOINC_LOCK_MODE" \
+        $MARIADB_EXTRA_ARGS \
         </dev/null >>"$MARIADB_OUT" 2>&1 9>&- &
     MARIADB_LAUNCHED_PID=$!
     record_pid mariadb "$MARIADB_LAUNCHED_PID"

@@ -119,6 +119,10 @@ def stored(engine: Engine) -> tuple[int, int]:
         keys = conn.execute(
             text("SELECT COUNT(DISTINCT device_sn, `timestamp`) FROM t_user_health_data")
         ).scalar_one()
+        # The primary key is (id, timestamp) on the partitioned table (0005): nothing but
+        # AUTO_INCREMENT keeps ids unique, so check that no two rows share one.
+        ids = conn.execute(text("SELECT COUNT(DISTINCT id) FROM t_user_health_data")).scalar_one()
+    assert ids == rows, f"{rows - ids} rows share an id"
     return int(rows), int(keys)
 
 
@@ -176,6 +180,9 @@ def test_a_row_skipped_on_another_unique_key_is_not_a_duplicate(
     of its (device_sn, timestamp), so the sink raises (the flush isolates and dead-letters
     it) instead of counting it as a duplicate and committing past it."""
     with engine.begin() as conn:
+        # An adopted table is not partitioned (0005 leaves it alone), and a partitioned
+        # one cannot carry a unique key without `timestamp`.
+        conn.exec_driver_sql("ALTER TABLE t_user_health_data REMOVE PARTITIONING")
         conn.exec_driver_sql(
             "ALTER TABLE t_user_health_data ADD UNIQUE KEY uk_other (device_sn, heart_rate)"
         )

@@ -51,8 +51,35 @@ COLUMNS = (
 
 @pytest.fixture
 def url(database: tuple[str, Engine]) -> str:
+    """Our schema without 0005's partitions: the table an adopted database has, where the
+    sink takes its LOAD DATA path (on the partitioned table it always INSERTs; see
+    test_a_partitioned_table_is_written_with_insert_and_keeps_ids_unique)."""
     migrate(database[0])
+    with database[1].begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE t_user_health_data REMOVE PARTITIONING")
     return database[0]
+
+
+def test_a_partitioned_table_is_written_with_insert_and_keeps_ids_unique(
+    database: tuple[str, Engine], loads: list[int]
+) -> None:
+    migrate(database[0])
+    engine = make_engine(database[0], pool_size=1)
+    try:
+        sink = MySQLSink(engine)
+        records = [make_record(f"P-{d}", seconds=s) for d in range(20) for s in range(0, 50, 5)]
+        first = sink.write(records, [])
+        replay = sink.write([*records[::2], make_record("P-new")], [])
+        with engine.connect() as conn:
+            rows, ids = conn.exec_driver_sql(
+                "SELECT COUNT(*), COUNT(DISTINCT id) FROM t_user_health_data"
+            ).one()
+    finally:
+        engine.dispose()
+    assert loads == []  # never LOAD DATA on a partitioned table
+    assert (first.inserted, first.duplicates) == (200, 0)
+    assert (replay.inserted, replay.duplicates) == (1, 100)
+    assert rows == ids == 201
 
 
 @pytest.fixture

@@ -1,0 +1,67 @@
+"""Partition t_user_health_data by reading time (issue 20): inserts stay in memory as it grows.
+
+The unique `(device_sn, timestamp)` and `(customer_id, user_id, timestamp)` lead with the
+device, so each insert lands on a page of its own device: with 200k devices the whole of
+both indexes is the hot set, and once they outgrow the buffer pool nearly every insert
+reads a page (bench/growth.py: 62k -> 16k rows/s between 10M and 24M rows on a 1 GB
+pool). Partitioned by `timestamp`, only the current partition's indexes take inserts
+(consumer.db.partitions; docs/capacity.md has the measurements and the sizing law).
+
+MySQL requires every unique key of a partitioned table to contain the partitioning
+column: the unique `(device_sn, timestamp)` does, so dedup stays exact (a reading's key
+lives in the one partition of its time); the primary key becomes `(id, timestamp)`.
+`id` stays AUTO_INCREMENT and first in the primary key, so readers and the alerts'
+`health_id` keep finding a reading by id (a lookup by id alone probes every partition).
+
+The table starts with one partition, `p_future` (MAXVALUE); `health-consumer retention`
+(run it after `migrate`, then on a schedule) splits it into time partitions ahead of the
+clocks and drops the old ones. On a populated table this revision rebuilds the table
+(ALGORITHM=COPY: writes wait; plan a window).
+
+An adopted legacy database (`healthstream_adoption` exists) is left unchanged, as 0003
+and 0004 do: the legacy writer and bigscreen keep their table (their remedy is the opt-in
+`health-consumer migrate --tune-indexes`).
+
+Revision ID: 0005_health_time_partitions
+Revises: 0004_device_sn_binary
+Create Date: 2026-12-08
+"""
+
+from __future__ import annotations
+
+from alembic import context, op
+
+revision = "0005_health_time_partitions"
+down_revision = "0004_device_sn_binary"
+branch_labels = None
+depends_on = None
+
+ADOPTED_UNCHANGED = True  # see 0003
+
+TABLE = "t_user_health_data"
+ADOPTION_TABLE = "healthstream_adoption"  # frozen copy of consumer.db.adopt's name
+
+
+def upgrade() -> None:
+    if _adopted():
+        return
+    op.execute(
+        f"ALTER TABLE {TABLE} DROP PRIMARY KEY, ADD PRIMARY KEY (id, `timestamp`) "
+        "PARTITION BY RANGE COLUMNS(`timestamp`) (PARTITION p_future VALUES LESS THAN (MAXVALUE))"
+    )
+
+
+def downgrade() -> None:
+    if _adopted():
+        return
+    op.execute(f"ALTER TABLE {TABLE} REMOVE PARTITIONING")
+    op.execute(f"ALTER TABLE {TABLE} DROP PRIMARY KEY, ADD PRIMARY KEY (id)")
+
+
+def _adopted() -> bool:
+    if context.is_offline_mode():
+        adopted = bool(context.config.attributes.get("adopted"))
+        if adopted:
+            op.execute(f"-- {revision}: an adopted database is left unchanged")
+        return adopted
+    return op.get_bind().exec_driver_sql(f"SHOW TABLES LIKE '{ADOPTION_TABLE}'").first() is not None
