@@ -174,6 +174,21 @@ class Readings:
             out.append(r)
         return out
 
+    def older_than(self, cutoff: dt.datetime) -> int:
+        """How many of the readings handed out have a timestamp before `cutoff`."""
+        handed = min(self.next_batch * self.batch, self.rows)
+        old = 0
+        for i in range(0, handed, self.devices):  # one minute of every device at a time
+            minute = i // self.devices
+            n = min(self.devices, handed - i)
+            if START + dt.timedelta(minutes=minute + 1) <= cutoff:
+                old += n
+            elif START + dt.timedelta(minutes=minute) < cutoff:
+                ok = {d for d in self.perm[:n]}
+                limit = (cutoff - START - dt.timedelta(minutes=minute)).total_seconds()
+                old += sum(1 for d in ok if self.offsets[d] < limit)
+        return old
+
     def record(self, d: int, i: int) -> HealthRecord:
         return HealthRecord(
             device_sn=self.sns[d],
@@ -349,7 +364,10 @@ def run(
     def clean(rows: int) -> None:
         """`health-consumer retention` at the readings' clock of now, beside the writers."""
         now = START + dt.timedelta(minutes=rows / args.devices)
-        cleaner.update(started_at_rows=rows, started_s=round(time.monotonic() - started, 1))
+        cutoff = now - dt.timedelta(minutes=args.retention_keep_minutes)
+        cleaner.update(
+            started_at_rows=rows, started_s=round(time.monotonic() - started, 1), cutoff=cutoff
+        )
         t0 = time.monotonic()
         try:
             done = retention(
@@ -357,8 +375,15 @@ def run(
                 args.retention_keep_minutes / 1440,
                 now=now,
                 chunk_rows=args.retention_chunk,
+                partition_minutes=args.partition_minutes,
             )
-            cleaner.update(deleted_rows=done.deleted_rows, chunks=done.chunks)
+            cleaner.update(
+                deleted_rows=done.deleted_rows,
+                chunks=done.chunks,
+                dropped_partitions=done.dropped_partitions,
+                dropped_rows_estimate=done.dropped_rows_estimate,
+                statements=[s[:200] for s in done.statements],
+            )
         except BaseException as exc:  # reported in the result
             cleaner["error"] = repr(exc)
         cleaner.update(
@@ -366,7 +391,7 @@ def run(
             seconds=round(time.monotonic() - t0, 1),
             ended_at_rows=written[0],
         )
-        print(json.dumps({"retention": cleaner}), flush=True)
+        print(json.dumps({"retention": cleaner}, default=str), flush=True)
 
     def writer() -> None:
         try:
@@ -402,8 +427,9 @@ def run(
     with root.connect() as conn:
         rows = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {DATABASE}.t_user_health_data")
         stored = int(rows.scalar_one())
-    if stored != written[0] - cleaner.get("deleted_rows", 0):
-        raise RuntimeError(f"{written[0]} written, {stored} stored")
+    expected = written[0] - readings.older_than(cleaner["cutoff"]) if cleaner else written[0]
+    if stored != expected:
+        raise RuntimeError(f"{written[0]} written, {stored} stored, {expected} expected")
     if cleaner.get("running"):
         raise RuntimeError("the run ended before retention did: give it more rows")
     tail = [c for c in chunks if c["rows_in_table"] > 0.8 * written[0]]
@@ -424,7 +450,7 @@ def run(
         "peak_table_gb": round(peak[0] / 1e9, 3),
         "min_chunk_rows_per_s": min(c["rows_per_s"] for c in chunks),
         "last_fifth_rows_per_s": round(sum(c["rows_per_s"] for c in tail) / max(1, len(tail)), 1),
-        "retention": cleaner or None,
+        "retention": {k: str(v) if k == "cutoff" else v for k, v in cleaner.items()} or None,
         "chunks": chunks,
     }
 

@@ -2,10 +2,15 @@
 
 The unique `(device_sn, timestamp)` and `(customer_id, user_id, timestamp)` lead with the
 device, so each insert lands on a page of its own device: with 200k devices the whole of
-both indexes is the hot set, and once they outgrow the buffer pool nearly every insert
-reads a page (bench/growth.py: 62k -> 16k rows/s between 10M and 24M rows on a 1 GB
-pool). Partitioned by `timestamp`, only the current partition's indexes take inserts
-(consumer.db.partitions; docs/capacity.md has the measurements and the sizing law).
+both indexes is the hot set, and once they outgrow the buffer pool every insert reads a
+page and evicts a dirty one (bench/growth.py on a 1 GB pool: 62k rows/s at 7M rows, 7k at
+16M, 1.0 page read per row). Partitioned by `timestamp`, only the current partition's
+indexes take inserts: with 15-minute partitions the same run holds 55-70k rows/s with no
+reads (consumer.db.partitions; docs/capacity.md has the curves and the sizing law).
+
+Without a unique key on `id` alone, concurrent LOAD DATA ... IGNORE statements stored
+rows sharing an id; the sink therefore writes a partitioned table with INSERT (see
+`MySQLSink._partitioned`).
 
 MySQL requires every unique key of a partitioned table to contain the partitioning
 column: the unique `(device_sn, timestamp)` does, so dedup stays exact (a reading's key
