@@ -222,6 +222,21 @@ def status(engine: Engine, names: tuple[str, ...]) -> dict[str, int]:
     return {n: int(found[n]) for n in names}
 
 
+def index_sizes(root: Engine) -> dict[str, float]:
+    """MB per index of the health table (all partitions), from InnoDB's persistent stats:
+    what the law in docs/capacity.md divides by rows (bytes per reading per index)."""
+    with root.connect() as conn:
+        conn.exec_driver_sql(f"ANALYZE TABLE {DATABASE}.t_user_health_data").all()
+        rows = conn.exec_driver_sql(
+            "SELECT index_name, SUM(stat_value) FROM mysql.innodb_index_stats "
+            "WHERE database_name = %s AND (table_name = 't_user_health_data' "
+            "OR table_name LIKE 't_user_health_data#P#%%') "
+            "AND stat_name = 'size' GROUP BY index_name",
+            (DATABASE,),
+        ).all()
+    return {str(name): round(int(pages) * 16384 / 2**20, 1) for name, pages in rows}
+
+
 def files_bytes(datadir: Path) -> int:
     """Allocated bytes of the health table's files (all partitions): data + indexes."""
     total = 0
@@ -432,6 +447,7 @@ def run(
         raise RuntimeError(f"{written[0]} written, {stored} stored, {expected} expected")
     if cleaner.get("running"):
         raise RuntimeError("the run ended before retention did: give it more rows")
+    index_mb = index_sizes(root)
     tail = [c for c in chunks if c["rows_in_table"] > 0.8 * written[0]]
     return {
         "label": args.label,
@@ -450,6 +466,7 @@ def run(
         "peak_table_gb": round(peak[0] / 1e9, 3),
         "min_chunk_rows_per_s": min(c["rows_per_s"] for c in chunks),
         "last_fifth_rows_per_s": round(sum(c["rows_per_s"] for c in tail) / max(1, len(tail)), 1),
+        "index_mb_at_end": index_mb,
         "retention": {k: str(v) if k == "cutoff" else v for k, v in cleaner.items()} or None,
         "chunks": chunks,
     }
