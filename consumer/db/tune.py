@@ -76,7 +76,7 @@ def plan(have: dict[str, tuple[str, ...]]) -> TuneResult:
         if have[name] != columns:
             result.kept[name] = f"columns {have[name]}, not {columns}: not the legacy index"
         elif have.get(replacement, ())[: len(prefix)] != prefix:
-            result.kept[name] = f"{replacement} {prefix} that serves its queries is missing"
+            result.kept[name] = f"no {replacement} {prefix} here to serve its queries: it is needed"
         else:
             result.dropped.append(name)
     if result.dropped:
