@@ -12,8 +12,8 @@ Online, while the consumer writes:
 
 Only `t_user_health_data` loses rows. The daily and weekly rows are the long-term
 history and stay; so do the alerts: an alert keeps its `health_id` (there is no foreign
-key, nothing cascades), and after retention it names a reading that is gone, which the
-bigscreen already tolerates for readings deleted by hand.
+key, nothing cascades); after retention it names a reading that is gone, so a join from
+the alert to its reading finds nothing while the alert itself (value, time, device) stays.
 
 The cutoff is `now - keep_days` in the server's local time, the clock the devices'
 naive timestamps are in.
