@@ -418,9 +418,10 @@ class MySQLSink:
         """Whether the health table is partitioned (0005): then the rendered INSERT, never
         LOAD DATA. A partitioned table cannot keep `id` unique by a key (every unique key
         must hold the partitioning column), and concurrent LOAD DATA ... IGNORE statements
-        that skip duplicates then stored rows sharing an id (ha_partition hands reserved
-        auto-increment values out again; tests/integration/test_concurrent_duplicates.py),
-        where INSERT ... ON DUPLICATE KEY did not. Asked once per sink."""
+        that skip duplicates then stored rows sharing an id (observed, under every
+        auto-increment lock mode, by tests/integration/test_concurrent_duplicates.py; the
+        mechanism inside the partition handler was not traced), where INSERT ... ON
+        DUPLICATE KEY did not. Asked once per sink."""
         if self.partitioned is None:
             found = conn.exec_driver_sql(
                 "SELECT 1 FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() "
@@ -733,7 +734,7 @@ def health_sn_collation(conn: Connection) -> str:
 def health_key_names(conn: Connection) -> frozenset[str]:
     """The unique indexes of t_user_health_data on exactly the columns device_sn and
     timestamp, in either order (the same uniqueness): ours, an adopted legacy table's
-    under another name, or a time-leading one (`migrate --tune-indexes`)."""
+    under another name, or a time-leading one a DBA built (docs/capacity.md, E2)."""
     sql = (
         "SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
         "AND TABLE_NAME = 't_user_health_data' AND NON_UNIQUE = 0 GROUP BY INDEX_NAME "
