@@ -21,7 +21,9 @@ lives in the one partition of its time); the primary key becomes `(id, timestamp
 The table starts with one partition, `p_future` (MAXVALUE); `health-consumer retention`
 (run it after `migrate`, then on a schedule) splits it into time partitions ahead of the
 clocks and drops the old ones. On a populated table this revision rebuilds the table
-(ALGORITHM=COPY: writes wait; plan a window).
+(ALGORITHM=COPY: writes wait; plan a window), and the first `retention` after it copies
+the existing rows once more, from `p_future` into the first time partition: run it in
+the same window, before the consumer starts again.
 
 An adopted legacy database (`healthstream_adoption` exists) is left unchanged, as 0003
 and 0004 do: the legacy writer and bigscreen keep their table (their remedy is the opt-in
