@@ -287,6 +287,11 @@ def main() -> int:
     )
     p.add_argument("--retention-chunk", type=int, default=5000)
     p.add_argument(
+        "--retention-exact",
+        action="store_true",
+        help="retention --exact: also chunk-delete the straddling partition's older half",
+    )
+    p.add_argument(
         "--partition-minutes",
         type=int,
         default=60,
@@ -391,6 +396,7 @@ def run(
                 now=now,
                 chunk_rows=args.retention_chunk,
                 partition_minutes=args.partition_minutes,
+                exact=args.retention_exact,
             )
             cleaner.update(
                 deleted_rows=done.deleted_rows,
@@ -398,6 +404,8 @@ def run(
                 dropped_partitions=done.dropped_partitions,
                 dropped_rows_estimate=done.dropped_rows_estimate,
                 statements=[s[:200] for s in done.statements],
+                # what is gone: everything before this (partitions), or before the cutoff
+                gone_before=done.cutoff if args.retention_exact else done.dropped_before,
             )
         except BaseException as exc:  # reported in the result
             cleaner["error"] = repr(exc)
@@ -442,7 +450,8 @@ def run(
     with root.connect() as conn:
         rows = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {DATABASE}.t_user_health_data")
         stored = int(rows.scalar_one())
-    expected = written[0] - readings.older_than(cleaner["cutoff"]) if cleaner else written[0]
+    gone = cleaner.get("gone_before")
+    expected = written[0] - (readings.older_than(gone) if gone else 0)
     if stored != expected:
         raise RuntimeError(f"{written[0]} written, {stored} stored, {expected} expected")
     if cleaner.get("running"):
@@ -467,7 +476,8 @@ def run(
         "min_chunk_rows_per_s": min(c["rows_per_s"] for c in chunks),
         "last_fifth_rows_per_s": round(sum(c["rows_per_s"] for c in tail) / max(1, len(tail)), 1),
         "index_mb_at_end": index_mb,
-        "retention": {k: str(v) if k == "cutoff" else v for k, v in cleaner.items()} or None,
+        "retention": {k: str(v) if isinstance(v, dt.datetime) else v for k, v in cleaner.items()}
+        or None,
         "chunks": chunks,
     }
 

@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     ret.add_argument(
         "--ahead-hours", type=float, default=24.0, help="create partitions this far ahead"
     )
+    ret.add_argument(
+        "--exact",
+        action="store_true",
+        help="partitioned table: also delete, in chunks, the older readings of the partition "
+        "that straddles the cutoff (costs the writers; by default it goes a partition later)",
+    )
     sim = sub.add_parser("simulate", help="publish realistic readings like gateways do")
     sim.add_argument("--devices", type=int, default=100)
     sim.add_argument("--rate", type=float, default=1000.0, help="messages/s; 0 = unlimited")
@@ -223,6 +229,7 @@ def _retention(database_url: str, args: argparse.Namespace) -> int:
         pause_ms=args.pause_ms,
         partition_minutes=args.partition_minutes,
         ahead_hours=args.ahead_hours,
+        exact=args.exact,
     )
     for statement in result.statements:
         print(statement + ";")

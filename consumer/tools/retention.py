@@ -5,10 +5,14 @@ Online, while the consumer writes:
    up to `--ahead-hours` ahead (readings land in small partitions: the point of 0005,
    see consumer.db.partitions), and loses every partition whose readings are all older
    than the cutoff with one `DROP PARTITION`: O(1), no row-by-row delete, no purge;
-2. what is left older than the cutoff (in the partition that straddles it, or anywhere in
-   a table that is not partitioned, such as an adopted legacy one) is deleted by id
-   ranges of `--chunk-rows` ids, one short transaction each (`--pause-ms` between them),
-   so no statement locks many rows or holds a long undo chain.
+2. in a table that is not partitioned (an adopted legacy one), the readings older than
+   the cutoff are deleted by id ranges of `--chunk-rows` ids, one short transaction each
+   (`--pause-ms` between them), so no statement locks many rows or holds a long undo
+   chain. A partitioned table keeps the older readings of the partition that straddles
+   the cutoff (at most one partition length more than asked) unless `exact`: deleting
+   them row by row costs the writers as much as inserting them did (bench/growth.py:
+   -45% rows/s while 1.6M rows went, docs/capacity.md), dropping them a partition later
+   costs nothing.
 
 Only `t_user_health_data` loses rows. The daily and weekly rows are the long-term
 history and stay; so do the alerts: an alert keeps its `health_id` (there is no foreign
@@ -53,6 +57,7 @@ def retention(
     pause_ms: float = 0.0,
     partition_minutes: int = 60,
     ahead_hours: float = 24.0,
+    exact: bool = False,
 ) -> RetentionResult:
     """Remove readings older than `keep_days`; see the module docstring."""
     if keep_days <= 0:
@@ -64,8 +69,9 @@ def retention(
                 now = conn.exec_driver_sql("SELECT NOW()").scalar_one()
             assert now is not None
             result = RetentionResult(cutoff=now - dt.timedelta(days=keep_days), dry_run=dry_run)
-            _partitions(conn, result, now, partition_minutes, ahead_hours)
-        _delete_in_chunks(engine, result, chunk_rows, pause_ms)
+            partitioned = _partitions(conn, result, now, partition_minutes, ahead_hours)
+        if exact or not partitioned:
+            _delete_in_chunks(engine, result, chunk_rows, pause_ms)
         return result
     finally:
         engine.dispose()
@@ -73,10 +79,11 @@ def retention(
 
 def _partitions(
     conn: Connection, result: RetentionResult, now: dt.datetime, minutes: int, ahead_hours: float
-) -> None:
+) -> bool:
+    """Split ahead and drop the expired partitions; False when the table has none."""
     existing = partitions.partitions(conn)
     if not existing:
-        return
+        return False
     until = now + dt.timedelta(hours=ahead_hours)
     split = partitions.split_future_sql(existing, now, until, minutes)
     if split is not None:
@@ -92,6 +99,7 @@ def _partitions(
         result.dropped_before = old[-1].bound
         if not result.dry_run:
             conn.exec_driver_sql(drop)
+    return True
 
 
 def _delete_in_chunks(

@@ -103,24 +103,27 @@ def test_partitions_are_dropped_the_rest_deleted_alerts_and_daily_rows_kept(
     old_alert_and_daily(engine)
     before = counts(engine)
 
-    dry = retention(url, 3, dry_run=True, now=NOW, partition_minutes=1440)
+    dry = retention(url, 3, dry_run=True, now=NOW, partition_minutes=1440, exact=True)
     assert len(dry.dropped_partitions) == 7 and dry.deleted_rows == 6 * 3
     assert counts(engine) == before  # a dry run changes nothing
 
-    done = retention(url, 3, now=NOW, partition_minutes=1440, chunk_rows=5)
-
     # The first partition holds everything up to the end of day 1; six more whole days are
-    # older than the cutoff (12:00 of day 8), whose own partition is deleted from in chunks.
-    assert len(done.dropped_partitions) == 7
+    # older than the cutoff (12:00 of day 8). Its own partition keeps its older half until
+    # it expires whole, unless `exact`, which deletes that half in chunks.
+    dropped = retention(url, 3, now=NOW, partition_minutes=1440)
+    assert len(dropped.dropped_partitions) == 7 and dropped.deleted_rows == 0
+    assert counts(engine) == {**before, "old": 6 * 3}
+    done = retention(url, 3, now=NOW, partition_minutes=1440, chunk_rows=5, exact=True)
+    assert done.dropped_partitions == []
     assert done.deleted_rows == 6 * 3 and done.chunks > 1
     assert counts(engine) == {**before, "old": 0}
     with engine.connect() as conn:
         names = [p.name for p in partitions.partitions(conn)]
-    assert not set(done.dropped_partitions) & set(names)
+    assert not set(dropped.dropped_partitions) & set(names)
     assert names[-1] == partitions.FUTURE and len(names) == 3 + 1 + 1  # + tomorrow, future
     kept = [r for r in records if r.timestamp >= CUTOFF]
     assert write(url, kept) == (0, len(kept))
-    again = retention(url, 3, now=NOW, partition_minutes=1440)
+    again = retention(url, 3, now=NOW, partition_minutes=1440, exact=True)
     assert (again.dropped_partitions, again.deleted_rows, again.statements) == ([], 0, [])
 
 
@@ -135,18 +138,18 @@ def test_old_readings_are_deleted_in_chunks_alerts_and_daily_rows_kept(
     before = counts(engine)
     assert before["old"] == 7 * 12 * 3 and before["alerts"] == 1
 
-    dry = retention(url, 3, dry_run=True, now=NOW, chunk_rows=50, ahead_hours=0)
+    dry = retention(url, 3, dry_run=True, now=NOW, chunk_rows=50, ahead_hours=0, exact=True)
     assert dry.deleted_rows == before["old"] and dry.chunks == 0
     assert counts(engine) == before  # a dry run changes nothing
 
-    done = retention(url, 3, now=NOW, chunk_rows=50, ahead_hours=0)
+    done = retention(url, 3, now=NOW, chunk_rows=50, ahead_hours=0, exact=True)
 
     assert done.deleted_rows == before["old"] and done.chunks > 1 and done.statements == []
     assert counts(engine) == {**before, "old": 0}
     # Replayed readings: the kept ones are duplicates, the expired ones come back once.
     kept = [r for r in records if r.timestamp >= CUTOFF]
     assert write(url, kept) == (0, len(kept))
-    assert retention(url, 3, now=NOW, ahead_hours=0).deleted_rows == 0
+    assert retention(url, 3, now=NOW, ahead_hours=0, exact=True).deleted_rows == 0
 
 
 def test_an_adopted_table_is_deleted_in_chunks(database: tuple[str, Engine]) -> None:
