@@ -11,7 +11,7 @@ Online, while the consumer writes:
    chain. A partitioned table keeps the older readings of the partition that straddles
    the cutoff (at most one partition length more than asked) unless `exact`: deleting
    them row by row costs the writers as much as inserting them did (bench/growth.py:
-   -45% rows/s while 1.6M rows went, docs/capacity.md), dropping them a partition later
+   -46% rows/s while 1.6M rows went, docs/capacity.md), dropping them a partition later
    costs nothing.
 
 Only `t_user_health_data` loses rows. The daily and weekly rows are the long-term
