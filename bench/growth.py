@@ -120,8 +120,17 @@ def build_schema(server: str, schema: str, revision: str, sql: list[str]) -> str
     return url
 
 
+def partition_minutes(devices: int, pool_bytes: int = 2**30) -> int:
+    """docs/capacity.md's rule: the current partition's two device-leading indexes (~100 B
+    per reading) in at most 30% of the pool; a divisor of 60, at most an hour."""
+    fit = 0.3 * pool_bytes / (devices * 100)
+    return max((m for m in (5, 10, 15, 20, 30, 60) if m <= fit), default=5)
+
+
 def add_partitions(url: str, args: argparse.Namespace) -> str | None:
     """Partitions over the run's readings, as the retention command keeps them ahead."""
+    if args.partition_minutes is None:
+        args.partition_minutes = partition_minutes(args.devices)
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -294,9 +303,10 @@ def main() -> int:
     p.add_argument(
         "--partition-minutes",
         type=int,
-        default=60,
+        default=None,
         help="a partitioned table (0005): partitions of this length over the run's "
-        "readings, as `health-consumer retention` keeps them ahead of the clocks",
+        "readings, as `health-consumer retention` keeps them ahead of the clocks "
+        "(default: the sizing rule of docs/capacity.md for a 1 GB pool)",
     )
     p.add_argument("--max-seconds", type=float, default=float("inf"), help="stop after this")
     p.add_argument("--min-rate", type=float, default=0, help="stop below this rows/s chunk")
