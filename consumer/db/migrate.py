@@ -44,6 +44,7 @@ class MigrateResult:
     sql: str = ""  # the SQL it ran or would run
     moved: dict[str, int] = field(default_factory=dict)  # adoption: table -> rows to _dup
     notes: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()  # adoption: why it would not start (dry run)
 
 
 def alembic_config(database_url: str) -> Config:
@@ -120,17 +121,19 @@ def _adopt(
     conn: Connection, url: str, head: str, dry_run: bool, log: Callable[[str], None]
 ) -> MigrateResult:
     plan = adopt.plan_adoption(adopt.inspect_schema(conn, TABLE_NAMES), TABLES)
-    counts = adopt.count_moves(conn, plan)
+    counts, references, refused = adopt.preflight(conn, plan)
     tail = [
         f"-- then: record the adoption in {adopt.ADOPTION_TABLE}, "
         f"stamp alembic_version at {adopt.ADOPTED_REVISION}"
     ]
     if head != adopt.ADOPTED_REVISION:
         tail.append(_offline_sql(url, f"{adopt.ADOPTED_REVISION}:head", adopted=True))
-    sql = "\n".join([adopt.render(plan, counts), *tail])
+    sql = "\n".join([adopt.render(plan, counts, references), *tail])
     moved = {plan.steps[i].table: n for i, n in counts.items() if n}
     if dry_run:
-        return MigrateResult("adopt", None, sql, moved, plan.notes)
+        return MigrateResult("adopt", None, sql, moved, plan.notes, tuple(refused))
+    if refused:
+        raise adopt.AdoptionRefused(refused)
     report = adopt.execute(conn, plan, log)
     adopt.record_adoption(conn, report)
     command.stamp(alembic_config(url), adopt.ADOPTED_REVISION)

@@ -269,15 +269,20 @@ def _insert_sql(table: str, columns: tuple[str, ...], on_duplicate: str) -> str:
 
 def _slow_upsert_sql(table: str, period_column: str, fields: tuple[str, ...]) -> str:
     """Newer readings win per field; older (replayed) ones only fill NULLs, and so does a
-    reading of the same time (a duplicate: the first one stays, issue 18 S3)."""
-    newer = "VALUES(data_timestamp) > data_timestamp"
+    reading of the same time (a duplicate: the first one stays, issue 18 S3). A NULL
+    data_timestamp (an adopted table that had the column NULL-able) is older than any
+    reading, as our default is: NULL must never make the comparison false (issue 18 A4)."""
+    newer = "(data_timestamp IS NULL OR VALUES(data_timestamp) > data_timestamp)"
     updates = [
         f"{f} = IF({newer}, COALESCE(VALUES({f}), {f}), COALESCE({f}, VALUES({f})))" for f in fields
     ]
     updates += [f"{p} = COALESCE(VALUES({p}), {p})" for p in PARTY_FIELDS]
     updates.append("update_time = CURRENT_TIMESTAMP")
     # Last: MySQL evaluates assignments left to right, the IFs above must see the old value.
-    updates.append("data_timestamp = GREATEST(data_timestamp, VALUES(data_timestamp))")
+    updates.append(
+        "data_timestamp = GREATEST(COALESCE(data_timestamp, VALUES(data_timestamp)), "
+        "VALUES(data_timestamp))"
+    )
     columns = ("device_sn", *PARTY_FIELDS, period_column, *fields, "data_timestamp")
     return _insert_sql(table, columns, ", ".join(updates))
 
