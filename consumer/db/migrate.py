@@ -27,7 +27,9 @@ from consumer.db.tables import TABLES
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 TABLE_NAMES = tuple(t.name for t in TABLES)
-LOCK_NAME = "healthstream_migrate"
+# Per database (GET_LOCK names are server-wide): two replicas' init containers migrating
+# one database take turns, migrations of other databases on the server never wait.
+LOCK_NAME = "LEFT(CONCAT('healthstream_migrate.', DATABASE()), 64)"
 LOCK_TIMEOUT_S = 30
 
 
@@ -90,13 +92,16 @@ def migrate(
     try:
         with engine.connect() as conn:
             # Two `migrate` runs at once (two replicas' init containers) take turns.
-            lock = f"SELECT GET_LOCK('{LOCK_NAME}', {LOCK_TIMEOUT_S})"
+            lock = f"SELECT GET_LOCK({LOCK_NAME}, {LOCK_TIMEOUT_S})"
             if not conn.exec_driver_sql(lock).scalar():
-                raise SchemaNotReady(f"another `health-consumer migrate` holds {LOCK_NAME}")
+                raise SchemaNotReady(
+                    "another `health-consumer migrate` of this database still runs "
+                    f"after {LOCK_TIMEOUT_S}s"
+                )
             try:
                 return _migrate(conn, database_url, head, dry_run, log)
             finally:
-                conn.exec_driver_sql(f"SELECT RELEASE_LOCK('{LOCK_NAME}')")
+                conn.exec_driver_sql(f"SELECT RELEASE_LOCK({LOCK_NAME})")
     finally:
         engine.dispose()
 
