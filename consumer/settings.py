@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     kafka_topic: str = "health-data"
     kafka_group_id: str = "health-data-consumers"
     dlq_topic: str = "health-data.dlq"
+    normalized_topic: str | None = None  # e.g. health-data.normalized (sinks/normalized.py)
     database_url: SecretStr = SecretStr("mysql+pymysql://root@127.0.0.1:3306/health")
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, exc, select
 
 from consumer.db.tables import alert_rules
 from consumer.health_alerts.rules import SIGN_FIELDS, HealthRule
-from consumer.sinks.mysql import DatabaseUnavailable
+from consumer.sinks.errors import Retryable
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class RuleCache:
         except (exc.DBAPIError, exc.TimeoutError) as err:
             if not self._loaded:
                 cause = getattr(err, "orig", None) or err
-                raise DatabaseUnavailable(f"alert rules not loaded yet: {cause}") from err
+                raise Retryable(f"alert rules not loaded yet: {cause}") from err
             log.warning("alert rule refresh failed, keeping %d rules: %s", len(self._rules), err)
         else:
             self._rules, self._loaded = rules, True

@@ -8,7 +8,8 @@ partition simply stops appearing, so its gauge series disappear.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -19,17 +20,22 @@ from consumer.observe.lag import LagStatus
 from consumer.observe.monitor import Monitor
 from consumer.observe.ops_rules import RULES
 from consumer.pipeline.ledger import FLUSH_STAGES, REBALANCE_EVENTS, Histogram, Ledger
+from consumer.pipeline.reasons import DeadLetterReason
 
 P = "health_consumer_"
 Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 
 # Known label values exist from the start, so dashboards show 0 instead of no data.
-DEAD_LETTER_REASONS = (
-    "invalid_json", "invalid_envelope", "empty_envelope", "too_many_readings",
-    "missing_device_sn", "invalid_timestamp", "schema_violation", "key_mismatch",
-    "unkeyed_mixed_devices", "null_value", "db_rejected", "internal_error", "undecodable",
-    "message_too_large", "invalid_slow_field", "future_timestamp",
-)  # fmt: skip
+DEAD_LETTER_REASONS = tuple(DeadLetterReason)
+
+
+class SinkStats(Protocol):
+    """A sink as the collector sees it (observers do not import sinks)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def stats(self) -> Mapping[str, int]: ...
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -55,9 +61,17 @@ def _buckets(h: Histogram) -> list[tuple[str, float]]:
 
 
 class ReplicaCollector(Collector):
-    def __init__(self, monitor: Monitor, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        monitor: Monitor,
+        ledger: Ledger,
+        sinks: Sequence[SinkStats] = (),
+        webhook_dropped: Callable[[], int] | None = None,
+    ) -> None:
         self.monitor = monitor
         self.ledger = ledger
+        self.sinks = tuple(sinks)
+        self.webhook_dropped = webhook_dropped
 
     def collect(self) -> Iterator[Family]:
         yield from self._counters()
@@ -73,11 +87,9 @@ class ReplicaCollector(Collector):
         yield _counter("readings_timestamp_from_kafka",
                        "Readings without a timestamp, stored at the Kafka message time "
                        "(DEVICE_TIMEZONE)", t.timestamps_from_kafka)  # fmt: skip
+        names = [sink.name for sink in self.sinks]
         yield _labelled(
-            "records_written",
-            "Records written, by sink",
-            "sink",
-            {"mysql": t.records_written_mysql, "redis": t.records_written_redis},
+            "records_written", "Records written, by sink", "sink", t.records_written, names
         )
         yield _counter("records_duplicate", "Records already present in the DB",
                        t.records_duplicate)  # fmt: skip
@@ -91,13 +103,44 @@ class ReplicaCollector(Collector):
                         REBALANCE_EVENTS)  # fmt: skip
         yield _labelled("commits", "Offset commits", "result",
                         {"ok": t.commits_ok, "failed": t.commits_failed})  # fmt: skip
-        yield _counter("db_retries", "DB write attempts retried after an error", t.db_retries)
-        yield _counter("redis_errors", "Batches whose Redis update was skipped",
-                       t.redis_skipped_batches)  # fmt: skip
-        yield _counter("redis_keys_refused",
-                       "Latest-state updates Redis refused for one key (WRONGTYPE, script "
-                       "error): skipped alone, Redis not marked down",
-                       t.redis_keys_refused)  # fmt: skip
+        yield _counter(
+            "db_retries",
+            "DB calls (rules, bindings, the MySQL sink) retried after a retryable error",
+            t.retries["mysql"],
+        )
+        yield _labelled(
+            "sink_retries", "Writes a required sink retried, by sink", "sink", t.retries, names
+        )
+        yield _labelled(
+            "sink_skipped_batches",
+            "Batches a best-effort sink did not take (down, or failed), by sink",
+            "sink",
+            t.skipped_batches,
+            names,
+        )
+        yield _labelled(
+            "sink_refused_items",
+            "Items a sink refused alone without failing the batch (Redis: a "
+            "key's WRONGTYPE or script error), by sink",
+            "sink",
+            t.refused,
+            names,
+        )
+        events = CounterMetricFamily(
+            P + "sink_events",
+            "Events a sink counts of its own (LOAD DATA redone, dead letters truncated, ...)",
+            labels=["sink", "event"],
+        )
+        for sink in self.sinks:
+            for event, count in sorted(sink.stats().items()):
+                events.add_metric([sink.name, event], count)
+        yield events
+        if self.webhook_dropped is not None:
+            yield _counter(
+                "ops_webhook_dropped",
+                "Ops-alert webhook events dropped (queue full, or still queued at close)",
+                self.webhook_dropped(),
+            )
         yield _counter("partition_pauses", "Partitions paused for backpressure", t.pauses)
         yield _counter("binding_lookups", "Device-binding queries sent to the DB",
                        t.binding_queries)  # fmt: skip

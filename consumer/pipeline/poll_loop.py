@@ -24,9 +24,10 @@ from consumer import __version__
 from consumer.dependencies import Dependencies
 from consumer.pipeline.batching import PendingMessage
 from consumer.pipeline.flow_control import FlowControl
-from consumer.pipeline.intake import UNDECODABLE, DeviceClock, read_message
+from consumer.pipeline.intake import DeviceClock, read_message
 from consumer.pipeline.ledger import Ledger
 from consumer.pipeline.offsets import CommitBook
+from consumer.pipeline.reasons import DeadLetterReason
 from consumer.pipeline.view import LoopView, PartitionView
 from consumer.pipeline.worker import PartitionWorker
 from consumer.settings import Settings
@@ -250,7 +251,10 @@ class PollLoop:
             records += len(pending.records)
             unkeyed += pending.unkeyed
             from_kafka += pending.timestamps_from_kafka
-            if pending.dead_letter is not None and pending.dead_letter.reason == UNDECODABLE:
+            if (
+                pending.dead_letter is not None
+                and pending.dead_letter.reason is DeadLetterReason.UNDECODABLE
+            ):
                 log.error("decoder failed unexpectedly; message dead-lettered",
                           extra={"partition": partition, "offset": offset,
                                  "error": pending.dead_letter.detail[:300]})  # fmt: skip

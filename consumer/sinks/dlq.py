@@ -23,6 +23,16 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from consumer import __version__
+from consumer.sinks.base import (
+    ORDER_DEAD_LETTERS,
+    Abandoned,
+    Policy,
+    SinkBase,
+    SinkBatch,
+    SinkContext,
+    SinkResult,
+)
+from consumer.sinks.errors import Retryable
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +166,14 @@ def dlq_producer_config(
     }
 
 
-class DeadLetterSink:
+class DeadLetterSink(SinkBase):
+    """Required: a dead letter counts as handled only once the broker acknowledged it."""
+
+    name = "dlq"
+    dependency = "kafka"
+    policy = Policy.REQUIRED
+    order = ORDER_DEAD_LETTERS
+
     def __init__(
         self,
         bootstrap_servers: str,
@@ -193,6 +210,38 @@ class DeadLetterSink:
         )
         headers.extend(carried)
         return self._produce(fit(key, value, headers, self.max_bytes))
+
+    def write_batch(self, batch: SinkBatch) -> SinkResult:
+        """Send the batch's letters not yet acknowledged and wait for the broker's answers;
+        a failed delivery raises `Retryable` and is resent on the flush's next attempt."""
+        for letter in batch.letters:
+            sent: Delivery | None = letter.delivery
+            if sent is None:
+                m = letter.message
+                letter.delivery = self.send(
+                    key=m.key,
+                    value=m.value,
+                    reason=letter.reason,
+                    detail=letter.detail,
+                    source_topic=batch.source_topic,
+                    source_partition=batch.partition,
+                    source_offset=m.offset,
+                    source_timestamp_ms=m.timestamp_ms,
+                    carried=m.carried,
+                )
+            elif sent.error is not None:
+                letter.delivery = self.resend(sent)
+        for letter in batch.letters:
+            while not letter.delivery.done.wait(0.2):
+                if batch.cancel.is_set():
+                    raise Abandoned
+        failed = [letter.delivery for letter in batch.letters if letter.delivery.error]
+        if failed:
+            raise Retryable(f"{len(failed)} dead letters not delivered: {failed[0].error}")
+        return SinkResult()  # letters are counted by reason, not as readings written
+
+    def stats(self) -> dict[str, int]:
+        return {"truncated": self.truncated}
 
     def resend(self, failed: Delivery) -> Delivery:
         """Send again; a letter refused as too large comes back at half its size."""
@@ -252,3 +301,10 @@ class DeadLetterSink:
         self._producer.flush(timeout_s)
         self._stop.set()
         self._thread.join(timeout=2)
+
+
+def build_sink(context: SinkContext) -> DeadLetterSink:
+    s = context.settings
+    return DeadLetterSink(
+        s.kafka_bootstrap_servers, s.dlq_topic, s.kafka_client, s.dlq_delivery_timeout_s
+    )

@@ -49,7 +49,7 @@ def test_dead_letter_only_messages_still_advance_the_offset() -> None:
     assert batch.record_count == 0
     assert policy.should_flush(batch, now=0.1)
     assert batch.next_offset == 10
-    assert [m.offset for m in batch.dead_letters()] == [9]
+    assert [m.offset for m in batch.messages if m.dead_letter is not None] == [9]
 
 
 def test_offsets_must_increase() -> None:

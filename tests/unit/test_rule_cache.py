@@ -10,7 +10,7 @@ from sqlalchemy import create_engine
 import consumer.health_alerts.repository as repository
 from consumer.health_alerts.repository import RuleCache
 from consumer.health_alerts.rules import HealthRule
-from consumer.sinks.mysql import DatabaseUnavailable
+from consumer.sinks.errors import Retryable
 
 RULE = HealthRule(1, "hr_high", "heart_rate", None, None, 1, "critical", None, 0)
 
@@ -43,10 +43,10 @@ def cache() -> RuleCache:
 def test_invalidation_before_the_first_load_keeps_holding_the_flush(loads: Loads) -> None:
     rules = cache()
     rules.invalidate()  # an alert_rules_channel message before any load
-    with pytest.raises(DatabaseUnavailable, match="not loaded yet"):
+    with pytest.raises(Retryable, match="not loaded yet"):
         rules.rules()
     rules.invalidate()  # a Redis re-subscribe
-    with pytest.raises(DatabaseUnavailable):
+    with pytest.raises(Retryable):
         rules.rules()
     loads.down = False
     assert rules.rules() == [RULE]
