@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from consumer import __version__
+from consumer.health_alerts.repository import UNUSABLE_RULES, UnusableRules
 from consumer.observe.health import Status
 from consumer.observe.lag import LagStatus
 from consumer.observe.monitor import Monitor
@@ -55,9 +56,12 @@ def _buckets(h: Histogram) -> list[tuple[str, float]]:
 
 
 class ReplicaCollector(Collector):
-    def __init__(self, monitor: Monitor, ledger: Ledger) -> None:
+    def __init__(
+        self, monitor: Monitor, ledger: Ledger, unusable_rules: UnusableRules = UNUSABLE_RULES
+    ) -> None:
         self.monitor = monitor
         self.ledger = ledger
+        self.unusable_rules = unusable_rules
 
     def collect(self) -> Iterator[Family]:
         yield from self._counters()
@@ -87,6 +91,13 @@ class ReplicaCollector(Collector):
                         t.dead_letters, DEAD_LETTER_REASONS)  # fmt: skip
         yield _labelled("health_alerts_fired", "Health alerts stored", "rule_type",
                         t.alerts_fired)  # fmt: skip
+        yield _labelled(
+            "alert_rules_unusable",
+            "Alert rules not evaluated (no evaluator for the rule_type, or an unknown "
+            "physical_sign), each rule counted once",
+            "reason",
+            self.unusable_rules.counts(),
+        )
         yield _labelled("rebalances", "Rebalance events", "event", t.rebalances,
                         REBALANCE_EVENTS)  # fmt: skip
         yield _labelled("commits", "Offset commits", "result",
