@@ -245,9 +245,10 @@ def to_party_id(value: object) -> int | None:
 
 def normalize_upload_method(value: object) -> str | None:
     """The uplink as sent, trimmed, lower-cased and cut to 32 characters. Never mapped
-    ("4g" stays "4g"): `upload_method_raw` must hold what the device said, and the mapping
-    to the legacy ENUM is the sink's (`legacy_upload_method`). Any string is accepted, so
-    a new firmware's uplink never costs a reading."""
+    ("4g" stays "4g"): the legacy column `upload_method_raw` holds this normalized value
+    (what the device said, up to case and blanks), and the mapping to the legacy ENUM is
+    the sink's (`legacy_upload_method`). Any string is accepted, so a new firmware's
+    uplink never costs a reading."""
     if value is None:
         return None
     if not isinstance(value, str):

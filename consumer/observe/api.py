@@ -65,10 +65,9 @@ class Api:
         out: dict[str, Any] = {"partition": p}
         if pv is not None:
             c = pv.counters
-            cap = self.settings.worker_queue_max_records
             out.update(
                 queue_size=pv.queued_records,
-                utilization=round(pv.queued_records / cap, 4),
+                utilization=round(self.m.queue_utilizations(view)[p], 4),
                 paused=pv.paused,
                 processed=c.records,
                 processed_messages=c.messages,

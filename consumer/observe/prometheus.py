@@ -138,7 +138,6 @@ class ReplicaCollector(Collector):
     def _gauges(self) -> Iterator[Family]:
         m = self.monitor
         view = m.view()
-        cap = m.settings.worker_queue_max_records
         depth = GaugeMetricFamily(
             P + "queue_depth_records", "Records queued in a partition's worker",
             labels=["partition"],
@@ -151,9 +150,10 @@ class ReplicaCollector(Collector):
             P + "partition_paused", "1 while the partition is paused for backpressure",
             labels=["partition"],
         )  # fmt: skip
+        utilization = m.queue_utilizations(view)
         for p, pv in sorted(view.partitions.items()):
             depth.add_metric([str(p)], pv.queued_records)
-            util.add_metric([str(p)], pv.queued_records / cap)
+            util.add_metric([str(p)], utilization[p])
             paused.add_metric([str(p)], 1.0 if pv.paused else 0.0)
         yield from (depth, util, paused)
 
