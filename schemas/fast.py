@@ -164,9 +164,9 @@ class _Decimals(dict[object, Decimal | None]):
 
     Only text that needed rounding is memoized. Text already at the field's scale is a
     GPS fix ("%.6f"), a new value almost every time: memoizing fixes only churned the
-    cache (1.3 us more per reading on the benchmark's watch workload, where 30% of the
-    readings carry one). When full the cache starts over rather than keeping its first
-    values forever, so it follows the values of the moment (today's distances).
+    cache and cost time per reading (docs/performance.md, "Figures behind the design
+    notes"). When full the cache starts over rather than keeping its first values
+    forever, so it follows the values of the moment (today's distances).
     """
 
     __slots__ = ("exp", "high", "low", "point", "zero")
@@ -246,7 +246,7 @@ def _sleep(value: object) -> tuple[str | None, Decimal | None]:
 
 
 def _record_builder() -> Callable[..., HealthRecord]:
-    """A positional HealthRecord constructor about 2.5x faster than the dataclass one.
+    """A positional HealthRecord constructor, much faster than the dataclass one.
 
     A frozen dataclass's __init__ sets each of the 24 fields through object.__setattr__,
     which alone would take a fifth of the per-message budget. A mutable twin with the

@@ -41,8 +41,10 @@ class Api:
         age = time.monotonic() - view.last_poll_at
         ok = self.m.poll_loop_alive(view)
         body: dict[str, Any] = {
-            "status": "ok" if ok else "stale", "phase": view.phase, "poll_age_s": age,
-        }  # fmt: skip
+            "status": "ok" if ok else "stale",
+            "phase": view.phase,
+            "poll_age_s": age,
+        }
         if view.failed is not None:
             body.update(status="failed", failure=view.failed)
         return (200 if ok else 503), body
