@@ -9,7 +9,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from consumer import __version__, logs
+from common import logs
+from consumer import __version__
 from consumer.settings import ConfigError, load_settings
 from consumer.tools import dlq as dlq_tool
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from consumer.tools.simulate import SimSummary
 
 log = logging.getLogger("consumer")
+# Third-party chatter stays at WARNING unless we debug.
+QUIET_LOGGERS = ("alembic", "sqlalchemy", "urllib3")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"health-consumer: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, quiet=QUIET_LOGGERS)
 
     if args.command == "migrate":
         return _migrate(settings.database_url.get_secret_value(), args.dry_run)

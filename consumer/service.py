@@ -92,13 +92,15 @@ class Replica:
             settings, self.loop.view, self.ledger, self.dependencies, self.sinks.chain, self.alerts
         )
         self.monitor.thresholds = HealthThresholds(
-            error_rate=Band(settings.health_error_rate_degraded,
-                            settings.health_error_rate_unhealthy),
-            resources_percent=Band(settings.health_resource_degraded_percent,
-                                   settings.health_resource_unhealthy_percent),
-            queue_utilization=Band(settings.health_queue_degraded,
-                                   settings.health_queue_unhealthy),
-        )  # fmt: skip
+            error_rate=Band(
+                settings.health_error_rate_degraded, settings.health_error_rate_unhealthy
+            ),
+            resources_percent=Band(
+                settings.health_resource_degraded_percent,
+                settings.health_resource_unhealthy_percent,
+            ),
+            queue_utilization=Band(settings.health_queue_degraded, settings.health_queue_unhealthy),
+        )
         self.registry = CollectorRegistry()
         webhook = self.webhook
         dropped = None if webhook is None else (lambda: webhook.dropped)
@@ -112,13 +114,21 @@ class Replica:
     def _new_worker(self, partition: int) -> PartitionWorker:
         s = self.settings
         flusher = Flusher(
-            partition, self.sinks, self.rules, self.dependencies, self.ledger,
-            RetryPolicy(s.db_retry_initial_backoff_s, s.db_retry_max_backoff_s), self.directory,
-        )  # fmt: skip
+            partition,
+            self.sinks,
+            self.rules,
+            self.dependencies,
+            self.ledger,
+            RetryPolicy(s.db_retry_initial_backoff_s, s.db_retry_max_backoff_s),
+            self.directory,
+        )
         policy = BatchPolicy(
-            s.batch_max_records, s.batch_max_wait_ms / 1000.0, s.batch_eager,
-            s.batch_min_wait_ms / 1000.0, s.batch_max_bytes,
-        )  # fmt: skip
+            s.batch_max_records,
+            s.batch_max_wait_ms / 1000.0,
+            s.batch_eager,
+            s.batch_min_wait_ms / 1000.0,
+            s.batch_max_bytes,
+        )
         return PartitionWorker(partition, flusher, policy)
 
     def request_stop(self) -> None:
@@ -171,9 +181,13 @@ def _bind_sidecar(
     where = f"{settings.http_host}:{settings.http_port}"
     try:
         return Sidecar(
-            settings.http_host, settings.http_port, registry, routes,
-            settings.http_max_connections, settings.http_timeout_s,
-        )  # fmt: skip
+            settings.http_host,
+            settings.http_port,
+            registry,
+            routes,
+            settings.http_max_connections,
+            settings.http_timeout_s,
+        )
     except socket.gaierror as exc:
         raise ConfigError(f"HTTP_HOST: cannot listen on {where}: {exc.strerror}") from None
     except OSError as exc:

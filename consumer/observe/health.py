@@ -98,5 +98,6 @@ def judge(inputs: HealthInputs, thresholds: HealthThresholds) -> HealthVerdict:
     queue = thresholds.queue_utilization.classify(inputs.queue_utilization)
     deps = dependency_status(inputs.dependencies, inputs.required_dependencies)
     lag = lag_status(inputs.lag_statuses)
-    return HealthVerdict(worst(batch, resources, queue, deps, lag), batch, resources, queue,
-                         deps, lag)  # fmt: skip
+    return HealthVerdict(
+        worst(batch, resources, queue, deps, lag), batch, resources, queue, deps, lag
+    )

@@ -112,9 +112,13 @@ class Monitor:
             {**base, "group.id": settings.kafka_group_id, "enable.auto.commit": False}
         )
         self._peek = Consumer(
-            {**base, "group.id": f"{settings.kafka_group_id}.lag-probe-{uuid.uuid4().hex[:8]}",
-             "enable.auto.commit": False, "enable.partition.eof": False}
-        )  # fmt: skip
+            {
+                **base,
+                "group.id": f"{settings.kafka_group_id}.lag-probe-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+            }
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -268,12 +272,13 @@ class Monitor:
         return Observation(
             error_rate=self.error_rate(),
             max_queue_utilization=max(self.queue_utilizations().values(), default=0.0),
-            memory_percent=max(self.resources.system_memory_percent,
-                               self.resources.process_memory_percent),
+            memory_percent=max(
+                self.resources.system_memory_percent, self.resources.process_memory_percent
+            ),
             max_time_lag_s=max((pl.time_lag_s for pl in lag.values()), default=0.0),
             lag_statuses={p: pl.status for p, pl in lag.items()},
             dependencies_down=[name for name, st in deps.items() if not st.up],
-        )  # fmt: skip
+        )
 
     def verdict(self) -> HealthVerdict:
         r = self.resources

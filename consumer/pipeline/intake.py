@@ -124,9 +124,15 @@ def read_message(
                 detail = f"{dead_letter.detail}; {text}"
                 dead_letter = DeadLetter(dead_letter.reason, detail[:MAX_DETAIL_CHARS])
     return PendingMessage(
-        offset, timestamp_ms, key, value, records, dead_letter, unkeyed,
+        offset,
+        timestamp_ms,
+        key,
+        value,
+        records,
+        dead_letter,
+        unkeyed,
         decoded.timestamps_defaulted,
-    )  # fmt: skip
+    )
 
 
 def _key_mismatch(key: bytes, records: list[HealthRecord]) -> str | None:

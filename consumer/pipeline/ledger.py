@@ -20,12 +20,45 @@ from dataclasses import dataclass, field, replace
 from consumer.health_alerts.rules import Alert
 
 LATENCY_BUCKETS = (
-    0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
-    30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
-)  # fmt: skip
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.35,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+)
 DURATION_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-)  # fmt: skip
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 # Flush stages besides one per sink (named after it).
 FLUSH_STAGES = ("alerts", "total")
@@ -207,10 +240,18 @@ class Ledger:
         end_ms = (report.db_committed_at or now) * 1000.0
         latencies = [(end_ms - ts) / 1000.0 for ts in timestamps_ms if ts > 0]
         stat = BatchStat(
-            next(self._ids), report.partition, now, report.records, report.messages,
-            report.inserted, report.duplicates, report.dead_letters, report.total_seconds,
-            report.alert_seconds, dict(report.stage_seconds),
-        )  # fmt: skip
+            next(self._ids),
+            report.partition,
+            now,
+            report.records,
+            report.messages,
+            report.inserted,
+            report.duplicates,
+            report.dead_letters,
+            report.total_seconds,
+            report.alert_seconds,
+            dict(report.stage_seconds),
+        )
         t = self._t
         with self._lock:
             t.batches += 1

@@ -121,8 +121,9 @@ def fit(key: bytes | None, value: bytes | None, headers: Headers, limit: int) ->
     """The letter as sent within `limit` bytes: unchanged when it fits, else truncated with
     the original sizes and digests in headers (the key is cut only when it alone is big)."""
     if letter_size(key, value, headers) <= limit:
-        return Delivery(key, value, headers, original_key=key, original_value=value,
-                        base_headers=headers)  # fmt: skip
+        return Delivery(
+            key, value, headers, original_key=key, original_value=value, base_headers=headers
+        )
     marks: Headers = [
         (TRUNCATED_HEADER, b"true"),
         (ORIGINAL_KEY_BYTES, str(len(key or b"")).encode()),
@@ -132,12 +133,21 @@ def fit(key: bytes | None, value: bytes | None, headers: Headers, limit: int) ->
     ]
     sent_headers = headers + marks
     room = max(0, limit - letter_size(None, None, sent_headers))
-    cut_key = key if key is None or len(key) <= min(room, TRUNCATED_KEY_BYTES) else (
-        key[: min(room, TRUNCATED_KEY_BYTES)])  # fmt: skip
+    cut_key = (
+        key
+        if key is None or len(key) <= min(room, TRUNCATED_KEY_BYTES)
+        else (key[: min(room, TRUNCATED_KEY_BYTES)])
+    )
     room -= len(cut_key or b"")
     cut_value = value if value is None else value[:room]
-    return Delivery(cut_key, cut_value, sent_headers, original_key=key, original_value=value,
-                    base_headers=headers)  # fmt: skip
+    return Delivery(
+        cut_key,
+        cut_value,
+        sent_headers,
+        original_key=key,
+        original_value=value,
+        base_headers=headers,
+    )
 
 
 def producer_max_bytes(client_props: dict[str, str]) -> int:
@@ -279,9 +289,12 @@ class DeadLetterSink(SinkBase):
                 self.truncated += 1
                 log.warning(
                     "dead letter truncated to fit the DLQ size limit; replay will refuse it",
-                    extra={"limit_bytes": self.max_bytes, "sent_bytes": delivery.size(),
-                           "original_value_bytes": len(delivery.original_value or b"")},
-                )  # fmt: skip
+                    extra={
+                        "limit_bytes": self.max_bytes,
+                        "sent_bytes": delivery.size(),
+                        "original_value_bytes": len(delivery.original_value or b""),
+                    },
+                )
             return delivery
 
     def _shrunk(self, delivery: Delivery, limit: int) -> Delivery:

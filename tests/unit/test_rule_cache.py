@@ -61,3 +61,14 @@ def test_after_a_load_a_failed_reload_keeps_the_last_good_rules(loads: Loads) ->
     assert rules.rules() == [RULE]
     assert loads.calls == 2
     assert rules.rules() == [RULE] and loads.calls == 2  # fresh again until the interval
+
+
+def test_the_cache_serves_only_rules_an_evaluator_can_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    event = HealthRule(2, "event", None, None, None, 1, "minor", None, 0)
+    monkeypatch.setattr(repository, "load_rules", lambda _engine: [RULE, event])
+    tally = repository.UnusableRules()
+    rules = RuleCache(create_engine("sqlite://"), 60, clock=lambda: 1000.0, unusable=tally)
+    assert rules.rules() == [RULE]
+    assert tally.counts()["unknown_rule_type"] == 1
