@@ -273,7 +273,15 @@ def wait_for_dependencies(
         if not down and limits is not None:
             for warning in check_limits(settings, limits, pool_capacity(engine)):
                 log.warning("limit check: %s", warning)
-            check_group_zone(settings, committed_metadata(settings, limits.partitions))
+            try:
+                metadata = committed_metadata(settings, limits.partitions)
+            except Exception as exc:  # e.g. the group coordinator still loading after a restart
+                problem = f"committed offsets: {type(exc).__name__}: {str(exc)[:300]}"
+                dependencies.report("kafka", False, problem)
+                down["kafka"] = problem
+            else:
+                check_group_zone(settings, metadata)
+        if not down and limits is not None:
             if has_daylight_saving(settings.device_timezone):
                 log.warning(
                     "DEVICE_TIMEZONE %s has daylight saving time: a reading without a "
