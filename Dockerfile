@@ -14,6 +14,7 @@ COPY pyproject.toml README.md ./
 COPY consumer/ consumer/
 COPY schemas/ schemas/
 COPY gateway/ gateway/
+COPY common/ common/
 RUN pip install . \
     && rm -rf /src \
     && groupadd --system --gid 10001 app \

@@ -53,8 +53,8 @@ migrate: venv services
 	$(BIN)/health-consumer migrate
 
 lint: venv
-	$(BIN)/ruff check consumer schemas gateway tests bench scripts
-	$(BIN)/ruff format --check consumer schemas gateway tests bench scripts
+	$(BIN)/ruff check consumer schemas gateway common tests bench scripts
+	$(BIN)/ruff format --check consumer schemas gateway common tests bench scripts
 
 typecheck: venv
 	$(BIN)/mypy

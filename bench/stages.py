@@ -62,7 +62,7 @@ from consumer.sinks.mysql_rows import (  # noqa: E402
     weekly_rows,
 )
 from consumer.sinks.redis import RedisSink  # noqa: E402
-from schemas import decode as d  # noqa: E402
+from schemas import fast as d  # noqa: E402
 from schemas.decode import decode_message  # noqa: E402
 from schemas.publish import murmur2_partition  # noqa: E402
 from schemas.record import HealthRecord  # noqa: E402

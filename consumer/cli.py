@@ -9,7 +9,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from consumer import __version__, logs
+from common import logs
+from consumer import __version__
 from consumer.settings import ConfigError, load_settings
 from consumer.tools import dlq as dlq_tool
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from consumer.tools.simulate import SimSummary
 
 log = logging.getLogger("consumer")
+# Third-party chatter stays at WARNING unless we debug.
+QUIET_LOGGERS = ("alembic", "sqlalchemy", "urllib3")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"health-consumer: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, quiet=QUIET_LOGGERS)
 
     if args.command == "migrate" and args.tune_indexes:
         return _tune(settings.database_url.get_secret_value(), args.dry_run)
@@ -178,12 +181,21 @@ def _report(summary: SimSummary, path: str | None) -> int:
 def _migrate(database_url: str, dry_run: bool) -> int:
     from sqlalchemy.exc import DBAPIError
 
+    from consumer.db.adopt import AdoptionError, AdoptionRefused
     from consumer.db.migrate import SchemaNotReady, migrate
     from consumer.startup import describe_db_error
 
     try:
         result = migrate(database_url, dry_run=dry_run, log=lambda line: log.info("%s", line))
     except SchemaNotReady as exc:
+        print(f"health-consumer: {exc}", file=sys.stderr)
+        return 2
+    except AdoptionRefused as exc:
+        print("health-consumer: adoption refused; nothing was changed:", file=sys.stderr)
+        for reason in exc.reasons:
+            print(f"  - {reason}", file=sys.stderr)
+        return 2
+    except AdoptionError as exc:  # stopped midway: resumable, the message says how
         print(f"health-consumer: {exc}", file=sys.stderr)
         return 2
     except DBAPIError as exc:  # server down, unknown database, access denied: one line
@@ -194,7 +206,9 @@ def _migrate(database_url: str, dry_run: bool) -> int:
     if dry_run:
         print(result.sql or "-- nothing to do")
         print(f"-- dry run ({result.kind}): nothing was changed", file=sys.stderr)
-        return 0
+        for reason in result.refused:
+            print(f"refused: {reason}", file=sys.stderr)
+        return 2 if result.refused else 0
     if result.kind == "adopt":
         moved = ", ".join(f"{t}: {n}" for t, n in result.moved.items()) or "none"
         print(f"adopted the legacy tables; duplicate rows moved to <table>_dup: {moved}")

@@ -1,4 +1,8 @@
-"""Up/down state of Kafka, MySQL and Redis as last observed, for health checks and metrics."""
+"""Up/down state of each dependency as last observed, for health checks and metrics.
+
+Kafka, MySQL and Redis are known from the start (they show as up until observed down);
+a sink naming another dependency adds it the first time it is reported.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +31,8 @@ class Dependencies:
 
     def report(self, name: str, up: bool, error: str | None = None) -> None:
         with self._lock:
-            state = self._states[name]
             now = time.time()
+            state = self._states.setdefault(name, DependencyState(changed_at=now))
             if state.up != up:
                 state.changed_at = now
             state.up = up
@@ -45,7 +49,8 @@ class Dependencies:
             }
 
     def is_up(self, name: str) -> bool:
-        return self._states[name].up
+        state = self._states.get(name)
+        return state is None or state.up
 
 
 def _redact(error: str) -> str:

@@ -34,14 +34,14 @@ from consumer.observe.prometheus import ReplicaCollector
 from consumer.observe.webhook import WebhookNotifier
 from consumer.pipeline.batching import BatchPolicy
 from consumer.pipeline.binding import BindingCache, DeviceDirectory
-from consumer.pipeline.flush import Flusher, RetryPolicy, Sinks
+from consumer.pipeline.flush import Flusher, RetryPolicy
 from consumer.pipeline.ledger import Ledger
 from consumer.pipeline.poll_loop import PollLoop
 from consumer.pipeline.worker import PartitionWorker
 from consumer.settings import ConfigError, Settings
-from consumer.sinks.dlq import DeadLetterSink
-from consumer.sinks.mysql import MySQLSink, make_engine
-from consumer.sinks.redis import RedisSink
+from consumer.sinks.base import SinkContext
+from consumer.sinks.chain import Sinks, discover
+from consumer.sinks.mysql import make_engine
 from consumer.startup import wait_for_dependencies
 
 log = logging.getLogger(__name__)
@@ -64,22 +64,8 @@ class Replica:
         self._stop = threading.Event()
         self.dependencies = Dependencies()
         self.ledger = Ledger()
-        self.sinks = Sinks(
-            topic=settings.kafka_topic,
-            mysql=MySQLSink(self.engine, load_data=settings.db_load_data),
-            redis=RedisSink(
-                settings.redis_url.get_secret_value(),
-                settings.redis_socket_timeout_s,
-                settings.redis_retry_max_s,
-                on_status=lambda up, err: self.dependencies.report("redis", up, err),
-            ),
-            dlq=DeadLetterSink(
-                settings.kafka_bootstrap_servers,
-                settings.dlq_topic,
-                settings.kafka_client,
-                settings.dlq_delivery_timeout_s,
-            ),
-        )
+        context = SinkContext(settings, self.engine, self.dependencies)
+        self.sinks = Sinks(settings.kafka_topic, tuple(discover(context)))
         self.rules = RuleCache(self.engine, settings.alert_rules_refresh_s)
         self.rule_reloader = RuleReloader(
             settings.redis_url.get_secret_value(), settings.redis_socket_timeout_s, self.rules
@@ -103,19 +89,24 @@ class Replica:
             notify=self.webhook,
         )
         self.monitor = Monitor(
-            settings, self.loop.view, self.ledger, self.dependencies, self.engine,
-            self.sinks.redis, self.alerts,
-        )  # fmt: skip
+            settings, self.loop.view, self.ledger, self.dependencies, self.sinks.chain, self.alerts
+        )
         self.monitor.thresholds = HealthThresholds(
-            error_rate=Band(settings.health_error_rate_degraded,
-                            settings.health_error_rate_unhealthy),
-            resources_percent=Band(settings.health_resource_degraded_percent,
-                                   settings.health_resource_unhealthy_percent),
-            queue_utilization=Band(settings.health_queue_degraded,
-                                   settings.health_queue_unhealthy),
-        )  # fmt: skip
+            error_rate=Band(
+                settings.health_error_rate_degraded, settings.health_error_rate_unhealthy
+            ),
+            resources_percent=Band(
+                settings.health_resource_degraded_percent,
+                settings.health_resource_unhealthy_percent,
+            ),
+            queue_utilization=Band(settings.health_queue_degraded, settings.health_queue_unhealthy),
+        )
         self.registry = CollectorRegistry()
-        self.registry.register(ReplicaCollector(self.monitor, self.ledger))
+        webhook = self.webhook
+        dropped = None if webhook is None else (lambda: webhook.dropped)
+        self.registry.register(
+            ReplicaCollector(self.monitor, self.ledger, self.sinks.chain, dropped)
+        )
         ProcessCollector(registry=self.registry)
         self.sidecar = _bind_sidecar(settings, self.registry, Api(self.monitor).routes())
         self._deadline: float | None = None
@@ -123,13 +114,21 @@ class Replica:
     def _new_worker(self, partition: int) -> PartitionWorker:
         s = self.settings
         flusher = Flusher(
-            partition, self.sinks, self.rules, self.dependencies, self.ledger,
-            RetryPolicy(s.db_retry_initial_backoff_s, s.db_retry_max_backoff_s), self.directory,
-        )  # fmt: skip
+            partition,
+            self.sinks,
+            self.rules,
+            self.dependencies,
+            self.ledger,
+            RetryPolicy(s.db_retry_initial_backoff_s, s.db_retry_max_backoff_s),
+            self.directory,
+        )
         policy = BatchPolicy(
-            s.batch_max_records, s.batch_max_wait_ms / 1000.0, s.batch_eager,
-            s.batch_min_wait_ms / 1000.0, s.batch_max_bytes,
-        )  # fmt: skip
+            s.batch_max_records,
+            s.batch_max_wait_ms / 1000.0,
+            s.batch_eager,
+            s.batch_min_wait_ms / 1000.0,
+            s.batch_max_bytes,
+        )
         return PartitionWorker(partition, flusher, policy)
 
     def request_stop(self) -> None:
@@ -151,7 +150,9 @@ class Replica:
         self.monitor.start()
         self.rule_reloader.start()
         try:
-            if wait_for_dependencies(self.settings, self.engine, self.dependencies, self._stop):
+            if wait_for_dependencies(
+                self.settings, self.engine, self.dependencies, self._stop, self.sinks.chain
+            ):
                 self.loop.run()
         finally:
             if self._deadline is None:  # the loop stopped by itself (a fault): same budget
@@ -164,8 +165,11 @@ class Replica:
             self.sidecar.close()
             if self.webhook is not None:
                 self.webhook.close(self._remaining(5.0))
-            self.sinks.dlq.close(self._remaining(10.0))
-            self.sinks.redis.close()
+            for sink in reversed(self.sinks.chain):  # caches first, the dead letters last
+                try:
+                    sink.close(self._remaining(10.0))
+                except Exception:  # one sink's close must not keep the others open
+                    log.exception("closing a sink failed", extra={"sink": sink.name})
             self.engine.dispose()
 
 
@@ -177,9 +181,13 @@ def _bind_sidecar(
     where = f"{settings.http_host}:{settings.http_port}"
     try:
         return Sidecar(
-            settings.http_host, settings.http_port, registry, routes,
-            settings.http_max_connections, settings.http_timeout_s,
-        )  # fmt: skip
+            settings.http_host,
+            settings.http_port,
+            registry,
+            routes,
+            settings.http_max_connections,
+            settings.http_timeout_s,
+        )
     except socket.gaierror as exc:
         raise ConfigError(f"HTTP_HOST: cannot listen on {where}: {exc.strerror}") from None
     except OSError as exc:

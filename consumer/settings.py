@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.kafka_client import kafka_client_properties
+
 KAFKA_CLIENT_PREFIX = "KAFKA_CLIENT_"
 
 # Properties the consumer must own: overriding them would break commit-after-flush.
@@ -31,8 +33,10 @@ _DLQ_SAFE_PRODUCER_VALUES = {
     "request.required.acks": frozenset({"all", "-1"}),
     "enable.idempotence": frozenset({"true"}),
 }
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")  # fmt: skip
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 
 class ConfigError(Exception):
@@ -49,6 +53,7 @@ class Settings(BaseSettings):
     kafka_topic: str = "health-data"
     kafka_group_id: str = "health-data-consumers"
     dlq_topic: str = "health-data.dlq"
+    normalized_topic: str | None = None  # e.g. health-data.normalized (sinks/normalized.py)
     database_url: SecretStr = SecretStr("mysql+pymysql://root@127.0.0.1:3306/health")
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
 
@@ -125,7 +130,10 @@ class Settings(BaseSettings):
     @classmethod
     def _collect_kafka_client(cls, data: Any) -> Any:
         if isinstance(data, dict) and "kafka_client" not in data:
-            data = {**data, "kafka_client": kafka_client_properties(os.environ)}
+            data = {
+                **data,
+                "kafka_client": kafka_client_properties(os.environ, KAFKA_CLIENT_PREFIX),
+            }
         return data
 
     @field_validator("device_timezone")
@@ -279,16 +287,6 @@ def _librdkafka_rejects(props: dict[str, str]) -> str | None:
     except KafkaException as exc:
         return str(exc.args[0].str()).strip()
     return None
-
-
-def kafka_client_properties(environ: Any) -> dict[str, str]:
-    """Map `KAFKA_CLIENT_SASL_MECHANISMS=...` to `{"sasl.mechanisms": ...}`."""
-    props: dict[str, str] = {}
-    for name, value in environ.items():
-        if name.upper().startswith(KAFKA_CLIENT_PREFIX) and len(name) > len(KAFKA_CLIENT_PREFIX):
-            prop = name[len(KAFKA_CLIENT_PREFIX) :].lower().replace("_", ".")
-            props[prop] = value
-    return props
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -6,7 +6,8 @@ attempt logs one line; the waits back off with jitter. Only what waiting cannot 
 fatal (exit 2): an unmigrated database (an operator must run `health-consumer migrate`),
 a database name the server does not know, and size limits that contradict each other.
 Redis is not waited for: it is a cache, and the data path runs without it (degraded),
-exactly as during an outage in the middle of a run.
+exactly as during an outage in the middle of a run. Every other sink says what it needs
+(`Sink.ready`): start-up waits for the required ones.
 
 Once Kafka answers, every size limit on the path is read and checked against the others
 (`check_limits`): the broker's and the DLQ topic's limits come from the admin client, so a
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -226,14 +229,28 @@ def _check_kafka(settings: Settings) -> tuple[str | None, Limits | None]:
     return None, limits
 
 
+class Ready(Protocol):
+    """A sink as start-up sees it: what keeps it from taking batches, if anything."""
+
+    @property
+    def dependency(self) -> str: ...
+
+    @property
+    def policy(self) -> str: ...
+
+    def ready(self) -> str | None: ...
+
+
 def wait_for_dependencies(
     settings: Settings,
     engine: Engine,
     dependencies: Dependencies,
     stop: threading.Event,
+    sinks: Sequence[Ready] = (),
     backoff: Backoff | None = None,
 ) -> bool:
-    """Return True once MySQL (migrated) and Kafka answer; False if stopped first.
+    """Return True once MySQL (migrated), Kafka and every required sink answer; False if
+    stopped first. A best-effort sink's problem is reported, never waited for.
 
     Raises SchemaNotReady when the database answers but is not migrated, StartupRefused
     when it does not exist or the size limits contradict each other.
@@ -246,10 +263,25 @@ def wait_for_dependencies(
         for name, problem in problems.items():
             dependencies.report(name, problem is None, problem)
         down = {name: p for name, p in problems.items() if p is not None}
+        if not down:  # a sink's check may need what the checks above made sure of
+            for sink in sinks:
+                problem = sink.ready()
+                if problem is not None:
+                    dependencies.report(sink.dependency, False, problem)
+                    if sink.policy == "required":
+                        down[sink.dependency] = problem
         if not down and limits is not None:
             for warning in check_limits(settings, limits, pool_capacity(engine)):
                 log.warning("limit check: %s", warning)
-            check_group_zone(settings, committed_metadata(settings, limits.partitions))
+            try:
+                metadata = committed_metadata(settings, limits.partitions)
+            except Exception as exc:  # e.g. the group coordinator still loading after a restart
+                problem = f"committed offsets: {type(exc).__name__}: {str(exc)[:300]}"
+                dependencies.report("kafka", False, problem)
+                down["kafka"] = problem
+            else:
+                check_group_zone(settings, metadata)
+        if not down and limits is not None:
             if has_daylight_saving(settings.device_timezone):
                 log.warning(
                     "DEVICE_TIMEZONE %s has daylight saving time: a reading without a "

@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 
-from gateway import __version__, logs
+from common import logs
+from gateway import __version__
 from gateway.server import listen
 from gateway.settings import ConfigError, GatewaySettings, load_settings
 

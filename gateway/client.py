@@ -6,10 +6,11 @@ by slowing the sender down (coordinated omission). Many keep-alive connections c
 the uploads concurrently, as a fleet of watches would; an upload due while every
 connection is busy waits in a backlog (its latency keeps counting from its due time).
 
-Why not aiohttp: its client costs 180-260 us of CPU per request, so `make demo` (simulator,
-gateway, two replicas, Kafka and MariaDB on 2 cores) could not send its 2,000 uploads/s
-(issue 19: 1,687/s). Here each connection is an asyncio protocol with httptools' response
-parser and no task, future or coroutine per request: about 20 us per request.
+Why not aiohttp: its client's CPU per request kept `make demo` (simulator, gateway, two
+replicas, Kafka and MariaDB on 2 cores) below its 2,000 uploads/s (issue 19). Here each
+connection is an asyncio protocol with httptools' response parser and no task, future or
+coroutine per request, several times cheaper (docs/performance.md, "Figures behind the
+design notes").
 """
 
 from __future__ import annotations

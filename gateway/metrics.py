@@ -29,9 +29,25 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Upload latency is a few ms when healthy and up to the delivery timeout when Kafka is slow.
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0,
-)  # fmt: skip
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 UPLOAD = "/upload_health_data"
 
 
@@ -129,8 +145,9 @@ def mark_worker_dead(pid: int) -> None:
 class Tally:
     """Per-request counts in plain ints, added to the shared metrics by `flush()` (once a
     second and before every scrape). Why: a prometheus-client sample in multiprocess mode
-    costs ~2 us (a lock, a pid check, an mmap write); an upload moved five of them, a
-    tenth of the CPU budget of issue 19."""
+    is a lock, a pid check and an mmap write, and an upload moved five of them, a
+    noticeable share of the CPU budget of issue 19 (docs/performance.md, "Figures behind
+    the design notes")."""
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._metrics = metrics

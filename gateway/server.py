@@ -1,8 +1,8 @@
 """The gateway's HTTP/1.1 server: an asyncio protocol on uvloop, parsed by httptools.
 
 Why not an ASGI server: per upload, uvicorn (or granian) plus the ASGI calling convention
-cost about 50 us of CPU for a fixed answer alone, the whole budget of issue 19; this
-protocol costs about 13 us (measured in docs/performance.md). It speaks only what the
+cost the whole CPU budget of issue 19 for a fixed answer alone; this protocol costs a
+fraction of it (the figures are in docs/performance.md). It speaks only what the
 gateway needs and leaves the parsing - the hard part - to httptools (llhttp, node's
 parser): request line, headers, Content-Length and chunked bodies, HTTP/1.0 and keep-alive.
 

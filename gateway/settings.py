@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.kafka_client import kafka_client_properties
+
 ENV_PREFIX = "GATEWAY_"
 KAFKA_CLIENT_PREFIX = ENV_PREFIX + "KAFKA_CLIENT_"
 
@@ -83,7 +85,10 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _collect_kafka_client(cls, data: Any) -> Any:
         if isinstance(data, dict) and "kafka_client" not in data:
-            data = {**data, "kafka_client": kafka_client_properties(os.environ)}
+            data = {
+                **data,
+                "kafka_client": kafka_client_properties(os.environ, KAFKA_CLIENT_PREFIX),
+            }
         return data
 
     @model_validator(mode="after")
@@ -109,16 +114,6 @@ class GatewaySettings(BaseSettings):
         """SHA-256 of each token: requests are checked by digest, so the comparison's
         timing says nothing about the tokens themselves."""
         return frozenset(hashlib.sha256(t.encode()).digest() for t in self.token_list())
-
-
-def kafka_client_properties(environ: Any) -> dict[str, str]:
-    """Map `GATEWAY_KAFKA_CLIENT_SASL_MECHANISMS=...` to `{"sasl.mechanisms": ...}`."""
-    props: dict[str, str] = {}
-    for name, value in environ.items():
-        upper = name.upper()
-        if upper.startswith(KAFKA_CLIENT_PREFIX) and len(name) > len(KAFKA_CLIENT_PREFIX):
-            props[upper[len(KAFKA_CLIENT_PREFIX) :].lower().replace("_", ".")] = value
-    return props
 
 
 def load_settings(**overrides: Any) -> GatewaySettings:

@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic_core import PydanticCustomError
 
-from schemas.reading import json_kind, normalize_device_sn
+from schemas.clean import normalize_device_sn
+from schemas.envelope import EnvelopeError, is_relay, walk
 
 __all__ = ["DeviceMessage", "Upload", "UploadRejected", "reading_sn", "split_upload"]
 
@@ -72,11 +73,6 @@ def reading_sn(raw: object) -> str | None:
         return None
 
 
-def _is_relay(data: dict[str, Any]) -> bool:
-    # The same test as schemas.decode: a "data" inside "data" that is not itself a reading.
-    return "data" in data and "deviceSn" not in data and "id" not in data
-
-
 def _without_data(envelope: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in envelope.items() if k != "data"}
 
@@ -91,43 +87,14 @@ def split_upload(body: bytes, *, max_readings: int = 1000) -> Upload:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise UploadRejected("invalid_json", f"body is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise UploadRejected("invalid_envelope", f"body is a JSON {json_kind(obj)}, not an object")
-
-    outer: dict[str, Any] | None = None  # envelope levels, None when absent
-    relay: dict[str, Any] | None = None
-    if "data" not in obj:
-        if "deviceSn" not in obj and "id" not in obj:
-            raise UploadRejected(
-                "invalid_envelope", "body has neither 'data' nor a top-level 'deviceSn'/'id'"
-            )
-        readings: list[Any] = [obj]  # a bare reading
-    else:
-        outer = obj
-        data = obj["data"]
-        if type(data) is dict and not _is_relay(data):  # the common upload: one reading
-            sn = reading_sn(data)
-            if sn is not None:
-                return Upload([DeviceMessage(sn, body, 1)], 1, 1, 0)
-        path = "data"
-        if isinstance(data, dict) and _is_relay(data):
-            relay = data
-            data = data["data"]
-            path = "data.data"
-            if isinstance(data, dict) and _is_relay(data):
-                raise UploadRejected(
-                    "invalid_envelope", "data.data.data: envelopes nest at most one relay deep"
-                )
-        if isinstance(data, dict):
-            readings = [data]
-        elif isinstance(data, list):
-            if not data:
-                raise UploadRejected("empty_envelope", f"{path} is an empty array")
-            readings = data
-        else:
-            raise UploadRejected(
-                "invalid_envelope", f"{path} must be an object or an array (got {json_kind(data)})"
-            )
+    if type(obj) is dict and type(data := obj.get("data")) is dict and not is_relay(data):
+        sn = reading_sn(data)  # the common upload: one reading, forwarded as is
+        if sn is not None:
+            return Upload([DeviceMessage(sn, body, 1)], 1, 1, 0)
+    try:
+        readings, outer, relay, _path = walk(obj, "body")
+    except EnvelopeError as exc:
+        raise UploadRejected(exc.reason, exc.detail) from None
 
     groups: dict[str, list[Any]] = {}
     orphans: list[tuple[int, Any]] = []

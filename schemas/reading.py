@@ -1,18 +1,16 @@
-"""Pydantic models of the wire format that watches and gateways send (schema v1).
+"""The pydantic models of the wire format that watches and gateways send (schema v1).
 
-These models are the contract: the published JSON Schema is exported from them and they
-decide every reading the fast path in `schemas.decode` is not sure about. The coercions
-that pydantic does not do out of the box (ids, deviceSn, timestamp, upload method, the
-JSON-in-a-string slow fields) are plain functions here so the fast path calls the very
-same code and cannot drift from the models.
+These models are the contract, and `Reading` is its one field table: the wire names of
+each field (`ALIASES`), its type, range and description. From it come the published JSON
+Schema (`schemas.export`), the record each field fills (`RECORD_ATTRS`,
+`record_from_reading`) and the names the typed fast path reads (`schemas.fast`). What a
+value may be is `schemas.clean`; how the schema spells it, `schemas.jsonschema`.
 """
 
 from __future__ import annotations
 
-import copy
-import re
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
@@ -27,637 +25,127 @@ from pydantic import (
     RootModel,
     WithJsonSchema,
 )
-from pydantic_core import PydanticCustomError
+
+from schemas.clean import (
+    ALTITUDE_MAX,
+    AMOUNT_MAX,
+    AMOUNT_MIN,
+    BLOOD_OXYGEN_MAX,
+    HEART_RATE_MAX,
+    INT32_MAX,
+    LATITUDE_MAX,
+    LONGITUDE_MAX,
+    PRESSURE_MAX,
+    SLOW_FIELD_DEPTH_MAX,
+    TEMPERATURE_MAX,
+    TEMPERATURE_MIN,
+    cents,
+    decimal_input,
+    int_input,
+    micros,
+    normalize_device_sn,
+    normalize_upload_method,
+    parse_timestamp,
+    sleep_field,
+    sleep_hours,
+    slow_field,
+    to_party_id,
+)
+from schemas.jsonschema import (
+    DEVICE_SN_SCHEMA,
+    PARTY_ID_SCHEMA,
+    SLOW_SCHEMA,
+    TIMESTAMP_SCHEMA,
+    UPLOAD_METHOD_SCHEMA,
+    decimal_schema,
+    document_aliases,
+    int_schema,
+)
+from schemas.record import HealthRecord
 
 __all__ = [
     "ALIASES",
+    "RECORD_ATTRS",
     "Envelope",
     "HealthDataMessage",
+    "Parties",
     "Reading",
     "RelayEnvelope",
-    "normalize_device_sn",
-    "normalize_upload_method",
-    "parse_timestamp",
-    "quantize",
-    "sleep_field",
-    "slow_field",
-    "to_party_id",
+    "record_from_reading",
 ]
 
-# ---------------------------------------------------------------------------------------
-# Limits. Where the contract names none, the bound is the DB column's, so one absurd value
-# is reported as a bad reading instead of failing the whole batch insert.
-# ---------------------------------------------------------------------------------------
-INT32_MAX = 2**31 - 1
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-_INT64_DIGITS = len(str(INT64_MAX))  # 19: a longer number cannot fit
-_FLOAT_INT64_MIN = float(INT64_MIN)  # -2**63, exact
-_FLOAT_INT64_END = -_FLOAT_INT64_MIN  # 2**63: the first float above INT64_MAX
-HEART_RATE_MAX = 300
-BLOOD_OXYGEN_MAX = 100
-PRESSURE_MAX = 300
-TEMPERATURE_MIN = Decimal(0)
-TEMPERATURE_MAX = Decimal(50)
-AMOUNT_MIN = Decimal(0)
-AMOUNT_MAX = Decimal(1_000_000_000)  # distance/calorie: NUMERIC(12,2)
-LATITUDE_MAX = Decimal(90)
-LONGITUDE_MAX = Decimal(180)
-ALTITUDE_MAX = Decimal(10_000_000)  # NUMERIC(10,2)
-SLEEP_HOURS_MAX = Decimal("9999.99")  # NUMERIC(6,2)
-_MS_PER_CENT_HOUR = 36_000  # 0.01 h
-DEVICE_SN_MAX = 64
-SLOW_FIELD_DEPTH_MAX = 64  # real payloads nest 3-4 levels; orjson.dumps stops at 254
-UPLOAD_METHOD_MAX = 32
-MIN_TIMESTAMP = datetime(2000, 1, 1)
-MAX_TIMESTAMP = datetime(2101, 1, 1)  # exclusive: year 2100 is the last valid one
 
-CENT = Decimal("0.01")
-MICRO = Decimal("0.000001")
-_REPR_BITS_MAX = 4096  # far below the 4300-digit int/str conversion limit (~14k bits)
-
-TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
-TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
-# Printable ASCII (0x21-0x7E) except the quotes (0x22, 0x27), which break legacy SQL/logs.
-DEVICE_SN_PATTERN = r"^[!#-&(-~]+$"
-
-TIMESTAMP_RE = re.compile(TIMESTAMP_PATTERN, re.ASCII)
-DEVICE_SN_RE = re.compile(DEVICE_SN_PATTERN, re.ASCII)
-_ID_RE = re.compile(r"^[+-]?\d+$", re.ASCII)
-
-# The usual uplinks as watches send them: a dict hit on the hot path skips normalizing.
-# Values are kept as sent ("4g" stays "4g"); the sink maps them to the legacy DB ENUM.
-UPLOAD_METHODS: dict[str, str] = {m: m for m in ("wifi", "bluetooth", "common_event", "esim", "4g")}
-
-
-def shorten(value: object, limit: int = 60) -> str:
-    """repr() cut short: error details quote the offending value without flooding logs.
-
-    The work is bounded by `limit`, not by the value: repr() of a list nested a thousand
-    deep exceeds the interpreter's recursion limit, and of a 1 MB array copies all of it.
-    """
-    parts: list[str] = []
-    _clipped_repr(value, parts, limit + 1)
-    text = "".join(parts)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _clipped_repr(value: object, parts: list[str], budget: int) -> int:
-    """Append repr(value) to `parts` until about `budget` characters are written; return
-    what is left. Every level writes its bracket first, so the recursion ends within
-    `budget` levels however deep the value nests."""
-    if budget <= 0:
-        return 0
-    if isinstance(value, list):
-        parts.append("[")
-        budget -= 1
-        for i, item in enumerate(value):
-            if budget <= 0:
-                return 0
-            if i:
-                parts.append(", ")
-                budget -= 2
-            budget = _clipped_repr(item, parts, budget)
-        parts.append("]")
-        return budget - 1
-    if isinstance(value, dict):
-        parts.append("{")
-        budget -= 1
-        for i, (key, item) in enumerate(value.items()):
-            if budget <= 0:
-                return 0
-            if i:
-                parts.append(", ")
-                budget -= 2
-            budget = _clipped_repr(key, parts, budget)
-            parts.append(": ")
-            budget = _clipped_repr(item, parts, budget - 2)
-        parts.append("}")
-        return budget - 1
-    if isinstance(value, str):
-        text = repr(value[:budget])  # a prefix: repr() of 1 MB would copy 1 MB
-    elif isinstance(value, int) and value.bit_length() > _REPR_BITS_MAX:
-        text = f"<{value.bit_length()}-bit integer>"  # repr() refuses > 4300 digits
-    else:
-        text = repr(value)
-    parts.append(text)
-    return budget - len(text)
-
-
-def json_kind(value: object) -> str:
-    """The JSON type name of a decoded value, for messages a gateway author understands."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
-
-
-def quantize(value: Decimal, exp: Decimal) -> Decimal:
-    """Round half up (as MySQL does on insert) and drop the sign of zero, so that the
-    record, the row and the Redis string agree."""
-    q = value.quantize(exp, rounding=ROUND_HALF_UP)
-    return q.copy_abs() if not q and q.is_signed() else q
-
-
-# ---------------------------------------------------------------------------------------
-# Shared coercions (used by the models below and directly by the fast path).
-# ---------------------------------------------------------------------------------------
-
-
-def normalize_device_sn(value: object) -> str:
-    """deviceSn as a clean key: Kafka key, Redis key and DB unique key all use it."""
-    if value is None:
-        raise PydanticCustomError("device_sn_missing", "is null")
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise PydanticCustomError(
-            "device_sn_type",
-            "must be a string (got {kind} {got})",
-            {"kind": json_kind(value), "got": shorten(value)},
-        )
-    sn = value.strip()
-    if not sn:
-        raise PydanticCustomError("device_sn_missing", "is empty")
-    if len(sn) > DEVICE_SN_MAX:
-        raise PydanticCustomError(
-            "device_sn_too_long",
-            "{length} characters, at most {limit} allowed (got {got})",
-            {"length": len(sn), "limit": DEVICE_SN_MAX, "got": shorten(sn)},
-        )
-    if not DEVICE_SN_RE.fullmatch(sn):
-        raise PydanticCustomError(
-            "device_sn_chars",
-            "must be printable ASCII without whitespace or quotes (got {got})",
-            {"got": shorten(sn)},
-        )
-    return sn
-
-
-def parse_timestamp(value: object) -> datetime:
-    """Device-local time exactly as sent. The model never defaults it: only a caller that
-    knows a deterministic time (the consumer: the Kafka message's) may fill in a missing
-    one (`decode_message(default_timestamp=...)`), since a server clock breaks replays."""
-    if not isinstance(value, str):
-        raise PydanticCustomError(
-            "timestamp_type", "{got} is not a yyyy-MM-dd HH:mm:ss string", {"got": shorten(value)}
-        )
-    if TIMESTAMP_RE.fullmatch(value):
-        try:
-            ts = datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            if MIN_TIMESTAMP <= ts < MAX_TIMESTAMP:
-                return ts
-            raise PydanticCustomError(
-                "timestamp_range",
-                "{got} is outside 2000-01-01 00:00:00 .. 2100-12-31 23:59:59",
-                {"got": shorten(value)},
-            )
-    raise PydanticCustomError(
-        "timestamp_format", "{got} is not yyyy-MM-dd HH:mm:ss", {"got": shorten(value)}
+def _int(high: int) -> Any:
+    return (
+        Annotated[Annotated[int, Field(ge=0, le=high)] | None, BeforeValidator(int_input)],
+        WithJsonSchema(int_schema(high)),
     )
-
-
-def to_party_id(value: object) -> int | None:
-    """customer/org/user ids arrive as numbers or numeric strings; blank means unknown,
-    and so does 0: the legacy firmware sends `"customerId": "0"` for "not known here"
-    (docs/legacy-compatibility.md), which the device binding must fill, not keep."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        if not _ID_RE.fullmatch(text):
-            raise PydanticCustomError(
-                "id_parsing", "{got} is not a numeric id", {"got": shorten(value)}
-            )
-        # Count the digits before int(): it refuses more than 4300 with a ValueError.
-        digits = text.lstrip("+-").lstrip("0")
-        if len(digits) > _INT64_DIGITS:
-            raise PydanticCustomError(
-                "id_range",
-                "{got} ({digits} digits) does not fit in 64 bits",
-                {"got": shorten(text), "digits": len(digits)},
-            )
-        number = -int(digits or "0") if text[0] == "-" else int(digits or "0")
-    elif isinstance(value, float):
-        if not value.is_integer():
-            raise PydanticCustomError("id_fraction", "{got} is not a whole number", {"got": value})
-        if not _FLOAT_INT64_MIN <= value < _FLOAT_INT64_END:
-            # Before int(): 1e308 would become a 309-digit id in the message.
-            raise PydanticCustomError("id_range", "{got} does not fit in 64 bits", {"got": value})
-        number = int(value)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    else:
-        raise PydanticCustomError(
-            "id_type",
-            "must be a number or numeric string (got {kind} {got})",
-            {"kind": json_kind(value), "got": shorten(value)},
-        )
-    if not INT64_MIN <= number <= INT64_MAX:
-        raise PydanticCustomError("id_range", "{got} does not fit in 64 bits", {"got": number})
-    return number or None
-
-
-def normalize_upload_method(value: object) -> str | None:
-    """The uplink as sent, trimmed, lower-cased and cut to 32 characters. Never mapped
-    ("4g" stays "4g"): `upload_method_raw` must hold what the device said, and the mapping
-    to the legacy ENUM is the sink's (`legacy_upload_method`). Any string is accepted, so
-    a new firmware's uplink never costs a reading."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise PydanticCustomError(
-            "upload_method_type",
-            "must be a string (got {kind} {got})",
-            {"kind": json_kind(value), "got": shorten(value)},
-        )
-    method = value.strip().lower()
-    if not method:
-        return None
-    return method[:UPLOAD_METHOD_MAX]
-
-
-def _parse_slow(value: object) -> Any:
-    """The JSON value a slow field carries (None for absent/"null"/blank)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if not value.strip():
-            return None
-        try:
-            parsed = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise PydanticCustomError(
-                "slow_field_json",
-                "string is not valid JSON ({error}): {got}",
-                {"error": str(exc), "got": shorten(value)},
-            ) from None
-        # Each level opens a bracket: most texts are too short or flat to need the walk.
-        if len(value) <= 2 * SLOW_FIELD_DEPTH_MAX or (
-            value.count("[") + value.count("{") <= SLOW_FIELD_DEPTH_MAX
-        ):
-            return parsed
-    elif isinstance(value, dict | list):
-        parsed = value  # a gateway that already decoded the JSON: stored re-encoded
-    else:
-        raise PydanticCustomError(
-            "slow_field_type",
-            "must be a JSON-encoded string, object or array (got {kind} {got})",
-            {"kind": json_kind(value), "got": shorten(value)},
-        )
-    if _nests_deeper(parsed, SLOW_FIELD_DEPTH_MAX):
-        raise PydanticCustomError(
-            "slow_field_depth",
-            "nested deeper than {limit} levels",
-            {"limit": SLOW_FIELD_DEPTH_MAX},
-        )
-    return parsed
-
-
-def _nests_deeper(value: object, limit: int) -> bool:
-    """Whether arrays/objects in `value` nest more than `limit` levels deep.
-
-    Iterative, since the value may be a thousand levels deep, and each container is seen
-    once. orjson.dumps() refuses more than 254 levels with a TypeError (older versions
-    overflow the C stack instead), so slow fields must be checked before re-encoding.
-    """
-    if not isinstance(value, dict | list):
-        return False
-    stack: list[tuple[dict[Any, Any] | list[Any], int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        for child in node.values() if isinstance(node, dict) else node:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-    return False
-
-
-def slow_field(value: object) -> str | None:
-    """A slow field as compact JSON text, the form the JSON columns and replays expect."""
-    parsed = _parse_slow(value)
-    return None if parsed is None else orjson.dumps(parsed).decode()
-
-
-def _timestamp_ms(interval: dict[Any, Any], name: str, index: int) -> int | None:
-    """A millisecond timestamp as the legacy reader (a Java long) took it: an integer or a
-    string of ASCII digits. Anything else is None and skips the interval; a number beyond
-    64 bits is refused instead, being no time at all (its digits are counted before int(),
-    which raises on more than 4300)."""
-    value = interval.get(name)
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and value.isascii() and value.isdigit():
-        digits = value.lstrip("0")
-        number = int(digits or "0") if len(digits) <= _INT64_DIGITS else INT64_MAX + 1
-    else:
-        return None
-    if not INT64_MIN <= number <= INT64_MAX:
-        raise PydanticCustomError(
-            "sleep_timestamp_range",
-            "data[{index}].{name} {got} does not fit in 64 bits",
-            {"index": index, "name": name, "got": shorten(value)},
-        )
-    return number
-
-
-def sleep_hours(parsed: object) -> Decimal | None:
-    """Hours slept: the sum of the sleepData intervals (ms), 2 dp. Intervals without two
-    millisecond timestamps, or ending before they start, are skipped; a timestamp beyond
-    64 bits raises PydanticCustomError."""
-    if not isinstance(parsed, dict):
-        return None
-    intervals = parsed.get("data")
-    if not isinstance(intervals, list):
-        return None
-    total_ms = 0
-    for index, interval in enumerate(intervals):
-        if isinstance(interval, dict):
-            start = _timestamp_ms(interval, "startTimeStamp", index)
-            end = _timestamp_ms(interval, "endTimeStamp", index)
-            if start is not None and end is not None and end > start:
-                total_ms += end - start
-    # Cents by integer division, rounded half up, which cannot fail at any size: the
-    # Decimal division used before kept 28 digits, and quantize() then raised
-    # InvalidOperation on a total of 10^33 ms.
-    cents, rest = divmod(total_ms, _MS_PER_CENT_HOUR)
-    if 2 * rest >= _MS_PER_CENT_HOUR:
-        cents += 1
-    return Decimal(cents).scaleb(-2)
-
-
-def sleep_field(value: object) -> tuple[str | None, Decimal | None]:
-    """sleepData as compact JSON text plus the hours it adds up to."""
-    parsed = _parse_slow(value)
-    if parsed is None:
-        return None, None
-    hours = sleep_hours(parsed)
-    if hours is not None and hours > SLEEP_HOURS_MAX:
-        raise PydanticCustomError(
-            "sleep_range",
-            "intervals add up to {hours} h, more than {limit} h",
-            {"hours": str(hours), "limit": str(SLEEP_HOURS_MAX)},
-        )
-    return orjson.dumps(parsed).decode(), hours
-
-
-# ---------------------------------------------------------------------------------------
-# Field types.
-# ---------------------------------------------------------------------------------------
-
-
-# What the decoder accepts and what the JSON Schema says must be the same set of payloads
-# (tests/unit/test_schema_agreement.py). So numeric strings follow a grammar stated here,
-# ASCII only, instead of whatever int()/Decimal() take ("6_6", Arabic-Indic digits), and
-# each field's JSON Schema spells out the same grammar and range as a pattern.
-_INT_TEXT = re.compile(r"([+-]?[0-9]+)(?:\.0*)?", re.ASCII)  # "78", "+78", "78.0"
-_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
-_NOT_FINITE = re.compile(r"[+-]?(?:s?nan|inf|infinity)", re.ASCII | re.IGNORECASE)
-
-
-def _int_input(value: object) -> object:
-    """Numbers as they come; numeric strings (surrounding blanks ignored, a zero fraction
-    allowed) as their digits; a blank string means "not sent"."""
-    if isinstance(value, bool):  # pydantic's lax int would take True as 1
-        raise PydanticCustomError(
-            "int_type", "Input should be a valid integer (got {got})", {"got": shorten(value)}
-        )
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return None
-        match = _INT_TEXT.fullmatch(text)
-        if match is None:
-            raise PydanticCustomError(
-                "int_parsing",
-                "Input should be a valid integer, unable to parse string as an integer (got {got})",
-                {"got": shorten(value)},
-            )
-        return match.group(1)  # pydantic counts the digits before converting
-    return value
-
-
-def _decimal_input(value: object) -> object:
-    """Decimal text (blanks around it ignored, exponent allowed); a blank string means "not
-    sent". NaN/Infinity pass on, for pydantic's own "finite number" error."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if not text:
-        return None
-    if _DECIMAL_TEXT.fullmatch(text) or _NOT_FINITE.fullmatch(text):
-        return text
-    raise PydanticCustomError(
-        "decimal_parsing", "Input should be a valid decimal (got {got})", {"got": shorten(value)}
-    )
-
-
-def _cents(value: Decimal | None) -> Decimal | None:
-    return None if value is None else quantize(value, CENT)
-
-
-def _micros(value: Decimal | None) -> Decimal | None:
-    return None if value is None else quantize(value, MICRO)
-
-
-def numerals_up_to(limit: int) -> str:
-    """A regex (unanchored) of the decimal numerals 0..limit without leading zeros."""
-    digits = str(limit)
-    size = len(digits)
-    alternatives = ["0"]
-    if size > 1:
-        alternatives.append("[1-9]" if size == 2 else f"[1-9][0-9]{{0,{size - 2}}}")
-    for i, digit in enumerate(digits):
-        low = 1 if i == 0 else 0
-        if int(digit) > low:
-            rest = size - i - 1
-            tail = "" if rest == 0 else "[0-9]" if rest == 1 else f"[0-9]{{{rest}}}"
-            alternatives.append(f"{digits[:i]}[{low}-{int(digit) - 1}]{tail}")
-    if limit > 0:
-        alternatives.append(digits)
-    return "(?:" + "|".join(alternatives) + ")"
-
-
-def _int_schema(high: int) -> dict[str, Any]:
-    """0..high as a JSON number or as text in the grammar of `_int_input`."""
-    text = rf"(?:\+?0*{numerals_up_to(high)}|-0+)(?:\.0*)?"
-    return {
-        "anyOf": [
-            {"type": "integer", "minimum": 0, "maximum": high},
-            {"type": "string", "pattern": rf"^\s*(?:{text})?\s*$"},
-            {"type": "null"},
-        ]
-    }
-
-
-def _decimal_schema(low: Decimal, high: Decimal) -> dict[str, Any]:
-    """[low, high] (integer bounds; low is 0 or -high) as a JSON number or as decimal text.
-
-    Plain text ("36.5") is range-checked by the pattern. Exponent text ("3.65e1") is
-    accepted by the pattern but its range only by the consumer: a regex for that is
-    possible but unreadable, and no device sends it.
-    """
-    top = int(high)
-    magnitude = rf"0*{numerals_up_to(top - 1)}(?:\.[0-9]*)?|0*{top}(?:\.0*)?|\.[0-9]+"
-    signed = rf"[+-]?(?:{magnitude})"
-    unsigned = rf"\+?(?:{magnitude})|-(?:0+(?:\.0*)?|\.0+)"  # only zero may carry a minus
-    plain = signed if low < 0 else unsigned
-    exponent = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][+-]?[0-9]+"
-    return {
-        "anyOf": [
-            {"type": "number", "minimum": int(low), "maximum": top},
-            {"type": "string", "pattern": rf"^\s*(?:{plain}|{exponent})?\s*$"},
-            {"type": "null"},
-        ]
-    }
 
 
 HeartRate = Annotated[
     Annotated[int, Field(ge=0, le=HEART_RATE_MAX)] | None,
-    BeforeValidator(_int_input),
-    WithJsonSchema(_int_schema(HEART_RATE_MAX)),
+    BeforeValidator(int_input),
+    WithJsonSchema(int_schema(HEART_RATE_MAX)),
 ]
 BloodOxygen = Annotated[
     Annotated[int, Field(ge=0, le=BLOOD_OXYGEN_MAX)] | None,
-    BeforeValidator(_int_input),
-    WithJsonSchema(_int_schema(BLOOD_OXYGEN_MAX)),
+    BeforeValidator(int_input),
+    WithJsonSchema(int_schema(BLOOD_OXYGEN_MAX)),
 ]
 Pressure = Annotated[
     Annotated[int, Field(ge=0, le=PRESSURE_MAX)] | None,
-    BeforeValidator(_int_input),
-    WithJsonSchema(_int_schema(PRESSURE_MAX)),
+    BeforeValidator(int_input),
+    WithJsonSchema(int_schema(PRESSURE_MAX)),
 ]
 Count = Annotated[
     Annotated[int, Field(ge=0, le=INT32_MAX)] | None,
-    BeforeValidator(_int_input),
-    WithJsonSchema(_int_schema(INT32_MAX)),
+    BeforeValidator(int_input),
+    WithJsonSchema(int_schema(INT32_MAX)),
 ]
 Temperature = Annotated[
     Annotated[Decimal, Field(ge=TEMPERATURE_MIN, le=TEMPERATURE_MAX)] | None,
-    BeforeValidator(_decimal_input),
-    AfterValidator(_cents),
-    WithJsonSchema(_decimal_schema(TEMPERATURE_MIN, TEMPERATURE_MAX)),
+    BeforeValidator(decimal_input),
+    AfterValidator(cents),
+    WithJsonSchema(decimal_schema(TEMPERATURE_MIN, TEMPERATURE_MAX)),
 ]
 Amount = Annotated[
     Annotated[Decimal, Field(ge=AMOUNT_MIN, le=AMOUNT_MAX)] | None,
-    BeforeValidator(_decimal_input),
-    AfterValidator(_cents),
-    WithJsonSchema(_decimal_schema(AMOUNT_MIN, AMOUNT_MAX)),
+    BeforeValidator(decimal_input),
+    AfterValidator(cents),
+    WithJsonSchema(decimal_schema(AMOUNT_MIN, AMOUNT_MAX)),
 ]
 Latitude = Annotated[
     Annotated[Decimal, Field(ge=-LATITUDE_MAX, le=LATITUDE_MAX)] | None,
-    BeforeValidator(_decimal_input),
-    AfterValidator(_micros),
-    WithJsonSchema(_decimal_schema(-LATITUDE_MAX, LATITUDE_MAX)),
+    BeforeValidator(decimal_input),
+    AfterValidator(micros),
+    WithJsonSchema(decimal_schema(-LATITUDE_MAX, LATITUDE_MAX)),
 ]
 Longitude = Annotated[
     Annotated[Decimal, Field(ge=-LONGITUDE_MAX, le=LONGITUDE_MAX)] | None,
-    BeforeValidator(_decimal_input),
-    AfterValidator(_micros),
-    WithJsonSchema(_decimal_schema(-LONGITUDE_MAX, LONGITUDE_MAX)),
+    BeforeValidator(decimal_input),
+    AfterValidator(micros),
+    WithJsonSchema(decimal_schema(-LONGITUDE_MAX, LONGITUDE_MAX)),
 ]
 Altitude = Annotated[
     Annotated[Decimal, Field(ge=-ALTITUDE_MAX, le=ALTITUDE_MAX)] | None,
-    BeforeValidator(_decimal_input),
-    AfterValidator(_cents),
-    WithJsonSchema(_decimal_schema(-ALTITUDE_MAX, ALTITUDE_MAX)),
+    BeforeValidator(decimal_input),
+    AfterValidator(cents),
+    WithJsonSchema(decimal_schema(-ALTITUDE_MAX, ALTITUDE_MAX)),
 ]
-DeviceSn = Annotated[
-    str,
-    PlainValidator(normalize_device_sn),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {
-                    "type": "string",
-                    # Surrounding whitespace is stripped before the checks.
-                    "pattern": rf"^\s*{DEVICE_SN_PATTERN[1:-2]}{{1,{DEVICE_SN_MAX}}}\s*$",
-                },
-                # Unbounded here: a 64-digit bound does not fit the 64-bit integers JSON
-                # tools use. The consumer refuses a number of more than 64 characters.
-                {"type": "integer"},
-            ]
-        }
-    ),
-]
-# The schema's timestamp pattern also checks the calendar (month lengths, leap years in
-# 2000..2100), which the decoder does with datetime.fromisoformat().
-_DAY = (
-    r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
-    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
-    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
-)
-_LEAP_YEAR = r"20(?:0[048]|[2468][048]|[13579][26])"
-TIMESTAMP_SCHEMA_PATTERN = (
-    rf"^(?:(?:20[0-9]{{2}}|2100)-{_DAY}|{_LEAP_YEAR}-02-29)"
-    r" (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$"
-)
-Timestamp = Annotated[
-    datetime,
-    PlainValidator(parse_timestamp),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "minLength": 19,  # with the pattern: no trailing newline, which $ would allow
-            "maxLength": 19,
-            "pattern": TIMESTAMP_SCHEMA_PATTERN,
-            "examples": ["2025-05-31 21:18:24"],
-        }
-    ),
-]
-PartyId = Annotated[
-    int | None,
-    PlainValidator(to_party_id),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
-                {
-                    "type": "string",
-                    "pattern": rf"^\s*(?:\+?0*{numerals_up_to(INT64_MAX)}"
-                    rf"|-0*{numerals_up_to(-INT64_MIN)})?\s*$",
-                },
-                {"type": "null"},
-            ]
-        }
-    ),
-]
+DeviceSn = Annotated[str, PlainValidator(normalize_device_sn), WithJsonSchema(DEVICE_SN_SCHEMA)]
+Timestamp = Annotated[datetime, PlainValidator(parse_timestamp), WithJsonSchema(TIMESTAMP_SCHEMA)]
+PartyId = Annotated[int | None, PlainValidator(to_party_id), WithJsonSchema(PARTY_ID_SCHEMA)]
 UploadMethod = Annotated[
-    str | None,
-    PlainValidator(normalize_upload_method),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "examples": ["wifi", "bluetooth", "common_event", "4g", "esim"]},
-                {"type": "null"},
-            ]
-        }
-    ),
+    str | None, PlainValidator(normalize_upload_method), WithJsonSchema(UPLOAD_METHOD_SCHEMA)
 ]
-_SLOW_SCHEMA = WithJsonSchema(
-    {"anyOf": [{"type": "string"}, {"type": "object"}, {"type": "array"}, {"type": "null"}]}
-)
-SlowField = Annotated[str | None, PlainValidator(slow_field), _SLOW_SCHEMA]
+SlowField = Annotated[str | None, PlainValidator(slow_field), WithJsonSchema(SLOW_SCHEMA)]
 
 
 def _sleep_text(value: object) -> str | None:
     return sleep_field(value)[0]
 
 
-SleepField = Annotated[str | None, PlainValidator(_sleep_text), _SLOW_SCHEMA]
+SleepField = Annotated[str | None, PlainValidator(_sleep_text), WithJsonSchema(SLOW_SCHEMA)]
 
 
 def _field(*names: str, description: str, required: bool = False) -> Any:
@@ -669,40 +157,6 @@ def _field(*names: str, description: str, required: bool = False) -> Any:
     )
 
 
-def _document_aliases(schema: dict[str, Any], model: type[Any]) -> None:
-    """List every accepted alias as its own property: pydantic's schema only shows the
-    first name of an AliasChoices, and gateway authors validate against this file."""
-    properties: dict[str, Any] = schema.get("properties", {})
-    required: list[str] = schema.pop("required", [])
-    documented: dict[str, Any] = {}
-    alternatives: list[dict[str, Any]] = []
-    still_required: list[str] = []
-    for name, info in model.model_fields.items():
-        alias = info.validation_alias
-        names = (
-            [c for c in alias.choices if isinstance(c, str)]
-            if isinstance(alias, AliasChoices)
-            else [name]
-        )
-        primary = names[0]
-        documented[primary] = {**properties[primary], "title": primary}
-        for other in names[1:]:
-            twin = copy.deepcopy(properties[primary])
-            twin["title"] = other
-            twin["description"] = f"Alias of `{primary}`."
-            documented[other] = twin
-        if primary in required:
-            if len(names) == 1:
-                still_required.append(primary)
-            else:
-                alternatives.append({"anyOf": [{"required": [n]} for n in names]})
-    schema["properties"] = documented
-    if still_required:
-        schema["required"] = still_required
-    if alternatives:
-        schema["allOf"] = alternatives
-
-
 _NOT_MEASURED = " 0 means not measured."
 _DEPTH_NOTE = f" Arrays/objects nest at most {SLOW_FIELD_DEPTH_MAX} levels deep."
 
@@ -712,7 +166,7 @@ class Reading(BaseModel):
     several of its names, the first name listed in this schema wins."""
 
     model_config = ConfigDict(
-        extra="ignore", frozen=True, title="Reading", json_schema_extra=_document_aliases
+        extra="ignore", frozen=True, title="Reading", json_schema_extra=document_aliases
     )
 
     device_sn: DeviceSn = _field(
@@ -823,7 +277,7 @@ class RelayEnvelope(BaseModel):
     """What a Bluetooth relay wraps a watch's envelope in: `{"data": {"data": ...}}`."""
 
     model_config = ConfigDict(
-        extra="ignore", frozen=True, title="RelayEnvelope", json_schema_extra=_document_aliases
+        extra="ignore", frozen=True, title="RelayEnvelope", json_schema_extra=document_aliases
     )
 
     data: Reading | Annotated[list[Reading], Field(min_length=1)] = Field(
@@ -841,7 +295,7 @@ class Envelope(BaseModel):
     `{"data": {"data": ...}}`."""
 
     model_config = ConfigDict(
-        extra="ignore", frozen=True, title="Envelope", json_schema_extra=_document_aliases
+        extra="ignore", frozen=True, title="Envelope", json_schema_extra=document_aliases
     )
 
     data: Reading | Annotated[list[Reading], Field(min_length=1)] | RelayEnvelope = Field(
@@ -874,3 +328,29 @@ def _aliases() -> dict[str, str]:
 
 # Every accepted wire name of a reading field -> its primary name (the first alias).
 ALIASES: dict[str, str] = _aliases()
+
+
+# Reading attribute -> the HealthRecord attribute it fills, where the names differ (the
+# record's names are the legacy DB columns). `sleep` is derived from sleep_data.
+_RENAMED = {
+    "body_temperature": "temperature",
+    "blood_pressure_systolic": "pressure_high",
+    "blood_pressure_diastolic": "pressure_low",
+}
+RECORD_ATTRS: dict[str, str] = {name: _RENAMED.get(name, name) for name in Reading.model_fields}
+
+# (customer_id, org_id, user_id) set on the envelope, for readings that carry none.
+Parties = tuple[int | None, int | None, int | None]
+NO_PARTIES: Parties = (None, None, None)
+_PARTY_ATTRS = ("customer_id", "org_id", "user_id")
+
+
+def record_from_reading(reading: Reading, parties: Parties = NO_PARTIES) -> HealthRecord:
+    """The record of a validated reading; envelope ids fill in the ones it lacks."""
+    values: dict[str, Any] = {RECORD_ATTRS[name]: getattr(reading, name) for name in RECORD_ATTRS}
+    for attr, outer in zip(_PARTY_ATTRS, parties, strict=True):
+        if values[attr] is None:
+            values[attr] = outer
+    sleep = reading.sleep_data
+    values["sleep"] = None if sleep is None else sleep_hours(orjson.loads(sleep))
+    return HealthRecord(**values)

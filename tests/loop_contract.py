@@ -27,7 +27,7 @@ from consumer.pipeline.ledger import Ledger
 from consumer.pipeline.poll_loop import PollLoop
 from consumer.pipeline.worker import PartitionWorker
 from consumer.settings import load_settings
-from consumer.sinks.mysql import DatabaseUnavailable
+from consumer.sinks.errors import Retryable
 from tests.unit.fakes import FakeBroker, FakeConsumer, FakeDLQ, FakeMySQL, FakeRedis, NoRules
 
 
@@ -126,7 +126,7 @@ class Loop:
             shutdown_timeout_s=10, revoke_flush_timeout_s=5, worker_queue_max_records=1000,
             **backend.settings(),
         )  # fmt: skip
-        sinks: Any = Sinks(backend.topic, mysql, FakeRedis(), self.dlq)  # type: ignore[arg-type]
+        sinks: Any = Sinks(backend.topic, (mysql, self.dlq, FakeRedis()))
         deps = Dependencies()
 
         def new_worker(p: int) -> PartitionWorker:
@@ -205,9 +205,7 @@ class LoopContract:
         def scenario(backend: Backend) -> None:
             down = threading.Event()
             down.set()
-            mysql = FakeMySQL(
-                lambda records: DatabaseUnavailable("gone") if down.is_set() else None
-            )
+            mysql = FakeMySQL(lambda records: Retryable("gone") if down.is_set() else None)
             loop = Loop(backend, mysql, max_records=10)
             backend.assign([0])
             self.produce(backend, 12)

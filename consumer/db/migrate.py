@@ -27,7 +27,9 @@ from consumer.db.tables import TABLES
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 TABLE_NAMES = tuple(t.name for t in TABLES)
-LOCK_NAME = "healthstream_migrate"
+# Per database (GET_LOCK names are server-wide): two replicas' init containers migrating
+# one database take turns, migrations of other databases on the server never wait.
+LOCK_NAME = "LEFT(CONCAT('healthstream_migrate.', DATABASE()), 64)"
 LOCK_TIMEOUT_S = 30
 
 
@@ -44,6 +46,7 @@ class MigrateResult:
     sql: str = ""  # the SQL it ran or would run
     moved: dict[str, int] = field(default_factory=dict)  # adoption: table -> rows to _dup
     notes: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()  # adoption: why it would not start (dry run)
 
 
 def alembic_config(database_url: str) -> Config:
@@ -89,13 +92,16 @@ def migrate(
     try:
         with engine.connect() as conn:
             # Two `migrate` runs at once (two replicas' init containers) take turns.
-            lock = f"SELECT GET_LOCK('{LOCK_NAME}', {LOCK_TIMEOUT_S})"
+            lock = f"SELECT GET_LOCK({LOCK_NAME}, {LOCK_TIMEOUT_S})"
             if not conn.exec_driver_sql(lock).scalar():
-                raise SchemaNotReady(f"another `health-consumer migrate` holds {LOCK_NAME}")
+                raise SchemaNotReady(
+                    "another `health-consumer migrate` of this database still runs "
+                    f"after {LOCK_TIMEOUT_S}s"
+                )
             try:
                 return _migrate(conn, database_url, head, dry_run, log)
             finally:
-                conn.exec_driver_sql(f"SELECT RELEASE_LOCK('{LOCK_NAME}')")
+                conn.exec_driver_sql(f"SELECT RELEASE_LOCK({LOCK_NAME})")
     finally:
         engine.dispose()
 
@@ -120,17 +126,19 @@ def _adopt(
     conn: Connection, url: str, head: str, dry_run: bool, log: Callable[[str], None]
 ) -> MigrateResult:
     plan = adopt.plan_adoption(adopt.inspect_schema(conn, TABLE_NAMES), TABLES)
-    counts = adopt.count_moves(conn, plan)
+    counts, references, refused = adopt.preflight(conn, plan)
     tail = [
         f"-- then: record the adoption in {adopt.ADOPTION_TABLE}, "
         f"stamp alembic_version at {adopt.ADOPTED_REVISION}"
     ]
     if head != adopt.ADOPTED_REVISION:
         tail.append(_offline_sql(url, f"{adopt.ADOPTED_REVISION}:head", adopted=True))
-    sql = "\n".join([adopt.render(plan, counts), *tail])
+    sql = "\n".join([adopt.render(plan, counts, references), *tail])
     moved = {plan.steps[i].table: n for i, n in counts.items() if n}
     if dry_run:
-        return MigrateResult("adopt", None, sql, moved, plan.notes)
+        return MigrateResult("adopt", None, sql, moved, plan.notes, tuple(refused))
+    if refused:
+        raise adopt.AdoptionRefused(refused)
     report = adopt.execute(conn, plan, log)
     adopt.record_adoption(conn, report)
     command.stamp(alembic_config(url), adopt.ADOPTED_REVISION)

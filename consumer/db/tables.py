@@ -40,9 +40,13 @@ NOW3 = text("CURRENT_TIMESTAMP(3)")
 NOW_ON_UPDATE = text("CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP")
 TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
-# The legacy ENUM, in the legacy order (production appended 'esim' later).
-UPLOAD_METHODS = ("wifi", "bluetooth", "common_event", "esim")
-# Where a raw value goes before the mapping: the legacy code cut nothing, we keep 64 chars.
+# The members of the legacy `upload_method` ENUM column, in the legacy order (production
+# appended 'esim' later). Not the uplinks a watch sends (schemas.clean.UPLOAD_METHODS):
+# legacy_upload_method maps those onto these.
+LEGACY_UPLOAD_METHOD_ENUM = ("wifi", "bluetooth", "common_event", "esim")
+# The legacy column `upload_method_raw` holds the uplink the reading carried as the decoder
+# normalized it (trimmed, lower-cased, at most 32 characters: not byte-for-byte raw), before
+# the ENUM mapping. Its name is the legacy schema's; the legacy code cut nothing, we keep 64.
 UPLOAD_METHOD_RAW_LENGTH = 64
 ALERT_DESC_LENGTH = 2000  # as in production: the sink cuts longer descriptions
 # Older than any reading the decoder accepts (2000-01-01): a row written by the legacy
@@ -108,11 +112,12 @@ health_data = Table(
     Column("timestamp", DateTime, nullable=False, server_default=NOW),
     Column(
         "upload_method",
-        Enum(*UPLOAD_METHODS, native_enum=True, create_constraint=False),
+        Enum(*LEGACY_UPLOAD_METHOD_ENUM, native_enum=True, create_constraint=False),
         nullable=False,
         server_default=text("'wifi'"),
     ),
-    # The value the device sent, before `legacy_upload_method` mapped it into the ENUM.
+    # The uplink the reading carried, normalized by the decoder (see above), before
+    # `legacy_upload_method` mapped it into the ENUM.
     Column("upload_method_raw", String(UPLOAD_METHOD_RAW_LENGTH)),
     legacy(Column("phone_number", String(20))),
     legacy(Column("user_name", String(255), nullable=False, server_default=text("'heguang'"))),

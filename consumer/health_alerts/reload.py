@@ -24,9 +24,12 @@ RULES_CHANNEL = "alert_rules_channel"
 
 class RuleReloader:
     def __init__(
-        self, redis_url: str, socket_timeout_s: float, rules: RuleCache,
+        self,
+        redis_url: str,
+        socket_timeout_s: float,
+        rules: RuleCache,
         channel: str = RULES_CHANNEL,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._client = redis.Redis.from_url(
             redis_url, socket_timeout=None, socket_connect_timeout=socket_timeout_s
         )

@@ -1,15 +1,22 @@
 """Health-alert rule evaluation (pure: no I/O, so it is unit-tested without services).
 
-A rule fires when a device has produced `trend_duration` consecutive violating readings;
-it fires once per run. A reading that did not measure the sign (0 or absent) neither
-violates nor breaks the run. The legacy system's heart-rate, SpO2 and trend rules never
-fired; `fire_alerts` is the single place that decides, so tests pin it down.
+What a rule means is its type's evaluator: `EVALUATORS` maps `t_alert_rules.rule_type`
+to a pure function of (rule, reading, run so far). `fire_alerts` only keeps each device's
+runs and collects what the evaluators fire, so a new rule type is one function plus one
+line in `EVALUATORS` (docs/architecture.md, "Adding a rule type").
+
+The one type today, `metric` (`threshold_run`): a rule fires when a device has produced
+`trend_duration` consecutive readings outside its bounds, once per run; a reading that did
+not measure the sign (0 or absent) neither violates nor breaks the run. The legacy
+system's heart-rate, SpO2 and trend rules never fired; this module pins them down.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from schemas.record import HealthRecord
 
@@ -36,8 +43,8 @@ SIGN_FIELDS: dict[str, tuple[str, ...]] = {
 @dataclass(frozen=True, slots=True)
 class HealthRule:
     id: int
-    rule_type: str
-    physical_sign: str
+    rule_type: str  # picks the evaluator (`evaluator_of`); also the alert's label
+    physical_sign: str | None  # NULL for rules that watch no vital sign (events, DSL)
     threshold_min: Decimal | None
     threshold_max: Decimal | None
     trend_duration: int
@@ -45,10 +52,6 @@ class HealthRule:
     alert_message: str | None
     customer_id: int
     level: str | None = None  # t_alert_rules.level (production); severity_level stands in
-
-    @property
-    def alert_level(self) -> str:
-        return self.level or self.severity_level
 
     def applies_to(self, record: HealthRecord) -> bool:
         """Rules are scoped by customer, as the legacy applies them: a reading gets exactly
@@ -83,7 +86,7 @@ def _fmt(bound: Decimal | None) -> str:
 def measured_values(rule: HealthRule, record: HealthRecord) -> list[tuple[str, Decimal | int]]:
     """The values of the rule's sign that this reading actually measured."""
     out: list[tuple[str, Decimal | int]] = []
-    for name in SIGN_FIELDS.get(rule.physical_sign, ()):
+    for name in SIGN_FIELDS.get(rule.physical_sign or "", ()):
         value = getattr(record, name)
         if value is not None and value != 0:
             out.append((name, value))
@@ -102,7 +105,71 @@ def first_violation(
     return None
 
 
-# (device_sn, rule_id) -> length of the current run of consecutive violations.
+# ---------------------------------------------------------------------------------------
+# Evaluators by rule type
+# ---------------------------------------------------------------------------------------
+
+
+class Verdict(NamedTuple):
+    """What one reading does to one rule's run on its device."""
+
+    run: int  # the run after this reading; 0 ends it
+    fired: tuple[str, Decimal | int] | None = None  # (field, value) the alert names
+
+
+RuleEvaluator = Callable[[HealthRule, HealthRecord, int], Verdict | None]
+"""(rule, reading, run so far) -> Verdict, or None when the reading does not concern the
+rule (its run neither grows nor ends). Pure: the same arguments give the same verdict, so
+a replay or a rebalance rebuilds the same runs (`rebuild_runs`)."""
+
+
+def threshold_run(rule: HealthRule, record: HealthRecord, run: int) -> Verdict | None:
+    """`metric`: fires at the `trend_duration`-th consecutive out-of-bounds reading."""
+    values = measured_values(rule, record)
+    if not values:
+        return None
+    bad = first_violation(rule, values)
+    if bad is None:
+        return Verdict(0)
+    run += 1
+    return Verdict(run, bad if run == max(1, rule.trend_duration) else None)
+
+
+# rule_type -> its evaluator. A new type: one function above, one line here, one test.
+EVALUATORS: dict[str, RuleEvaluator] = {
+    "metric": threshold_run,
+}
+# The legacy admin side writes free labels into rule_type ("heart_rate", "hr_high") for
+# threshold rules; a row with a physical_sign and an unregistered type is one of those.
+LEGACY_LABEL_TYPE = "metric"
+
+UNKNOWN_RULE_TYPE = "unknown_rule_type"
+UNKNOWN_PHYSICAL_SIGN = "unknown_physical_sign"
+UNUSABLE_REASONS = (UNKNOWN_RULE_TYPE, UNKNOWN_PHYSICAL_SIGN)
+
+
+def rule_kind(rule: HealthRule) -> str:
+    """The key of the rule's evaluator in `EVALUATORS` (maybe not registered)."""
+    if rule.rule_type in EVALUATORS or rule.physical_sign is None:
+        return rule.rule_type
+    return LEGACY_LABEL_TYPE
+
+
+def evaluator_of(rule: HealthRule) -> RuleEvaluator | None:
+    return EVALUATORS.get(rule_kind(rule))
+
+
+def unusable_reason(rule: HealthRule) -> str | None:
+    """Why this rule cannot be evaluated (one of UNUSABLE_REASONS), or None."""
+    kind = rule_kind(rule)
+    if kind not in EVALUATORS:
+        return UNKNOWN_RULE_TYPE
+    if kind == "metric" and rule.physical_sign not in SIGN_FIELDS:
+        return UNKNOWN_PHYSICAL_SIGN
+    return None
+
+
+# (device_sn, rule_id) -> length of the current run (what the rule's evaluator counts).
 TrendState = dict[tuple[str, int], int]
 
 
@@ -112,28 +179,30 @@ def fire_alerts(
     """Alerts fired by `records` (in arrival order) and the state after them.
 
     `state` is not modified, so a flush that fails can be retried from the same state.
+    A rule of an unknown type is skipped here; the rule cache counted and logged it.
     """
     new_state = dict(state)
     alerts: list[Alert] = []
     if not rules:
         return alerts, new_state
-    by_customer: dict[int, list[HealthRule]] = {}
+    by_customer: dict[int, list[tuple[HealthRule, RuleEvaluator]]] = {}
     for rule in rules:
-        by_customer.setdefault(rule.customer_id, []).append(rule)
+        evaluate = evaluator_of(rule)
+        if evaluate is not None:
+            by_customer.setdefault(rule.customer_id, []).append((rule, evaluate))
     for record in records:
-        for rule in by_customer.get(record.customer_id or 0, ()):
-            values = measured_values(rule, record)
-            if not values:
-                continue
+        for rule, evaluate in by_customer.get(record.customer_id or 0, ()):
             key = (record.device_sn, rule.id)
-            bad = first_violation(rule, values)
-            if bad is None:
-                new_state.pop(key, None)
+            verdict = evaluate(rule, record, new_state.get(key, 0))
+            if verdict is None:
                 continue
-            run = new_state.get(key, 0) + 1
-            new_state[key] = run
-            if run == max(1, rule.trend_duration):
-                alerts.append(Alert(rule=rule, record=record, field=bad[0], value=bad[1]))
+            if verdict.run:
+                new_state[key] = verdict.run
+            else:
+                new_state.pop(key, None)
+            if verdict.fired is not None:
+                field, value = verdict.fired
+                alerts.append(Alert(rule=rule, record=record, field=field, value=value))
     return alerts, new_state
 
 

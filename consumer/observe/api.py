@@ -41,8 +41,10 @@ class Api:
         age = time.monotonic() - view.last_poll_at
         ok = self.m.poll_loop_alive(view)
         body: dict[str, Any] = {
-            "status": "ok" if ok else "stale", "phase": view.phase, "poll_age_s": age,
-        }  # fmt: skip
+            "status": "ok" if ok else "stale",
+            "phase": view.phase,
+            "poll_age_s": age,
+        }
         if view.failed is not None:
             body.update(status="failed", failure=view.failed)
         return (200 if ok else 503), body
@@ -65,10 +67,9 @@ class Api:
         out: dict[str, Any] = {"partition": p}
         if pv is not None:
             c = pv.counters
-            cap = self.settings.worker_queue_max_records
             out.update(
                 queue_size=pv.queued_records,
-                utilization=round(pv.queued_records / cap, 4),
+                utilization=round(self.m.queue_utilizations(view)[p], 4),
                 paused=pv.paused,
                 processed=c.records,
                 processed_messages=c.messages,

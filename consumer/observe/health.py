@@ -21,7 +21,9 @@ class Status(StrEnum):
 
 
 _RANK = {Status.HEALTHY: 0, Status.DEGRADED: 1, Status.UNHEALTHY: 2}
-REQUIRED_DEPENDENCIES = ("kafka", "mysql")
+# Down means unhealthy: the source and the DB the rules are read from. Every dependency
+# of a required sink joins them (`Monitor`, from the sink list); the rest only degrade.
+REQUIRED_DEPENDENCIES = frozenset({"kafka", "mysql"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +50,11 @@ def worst(*statuses: Status) -> Status:
     return max(statuses, key=_RANK.__getitem__, default=Status.HEALTHY)
 
 
-def dependency_status(up: Mapping[str, bool]) -> Status:
+def dependency_status(
+    up: Mapping[str, bool], required: frozenset[str] = REQUIRED_DEPENDENCIES
+) -> Status:
     down = [name for name, ok in up.items() if not ok]
-    if any(name in REQUIRED_DEPENDENCIES for name in down):
+    if any(name in required for name in down):
         return Status.UNHEALTHY
     return Status.DEGRADED if down else Status.HEALTHY
 
@@ -70,6 +74,7 @@ class HealthInputs:
     dependencies: Mapping[str, bool]
     lag_statuses: Mapping[int, LagStatus]
     poll_loop_alive: bool
+    required_dependencies: frozenset[str] = REQUIRED_DEPENDENCIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +96,8 @@ def judge(inputs: HealthInputs, thresholds: HealthThresholds) -> HealthVerdict:
         thresholds.resources_percent.classify(inputs.memory_percent),
     )
     queue = thresholds.queue_utilization.classify(inputs.queue_utilization)
-    deps = dependency_status(inputs.dependencies)
+    deps = dependency_status(inputs.dependencies, inputs.required_dependencies)
     lag = lag_status(inputs.lag_statuses)
-    return HealthVerdict(worst(batch, resources, queue, deps, lag), batch, resources, queue,
-                         deps, lag)  # fmt: skip
+    return HealthVerdict(
+        worst(batch, resources, queue, deps, lag), batch, resources, queue, deps, lag
+    )

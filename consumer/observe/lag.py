@@ -126,10 +126,6 @@ class LagWindow:
         self._last_change_at: float | None = None
         self._last_committed: int | None = None
 
-    @property
-    def window_s(self) -> float:
-        return self._window_s
-
     def add(self, sample: LagSample) -> None:
         """Append and trim to ``window_s`` before the newest sample.
 

@@ -15,17 +15,22 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import psutil
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from sqlalchemy import Engine, text
 
 from consumer.dependencies import Dependencies
 from consumer.observe import stats
-from consumer.observe.health import HealthInputs, HealthThresholds, HealthVerdict, judge
+from consumer.observe.health import (
+    REQUIRED_DEPENDENCIES,
+    HealthInputs,
+    HealthThresholds,
+    HealthVerdict,
+    judge,
+)
 from consumer.observe.lag import LagSample, LagStatus, LagWindow
 from consumer.observe.ops_alerts import AlertEngine
 from consumer.observe.ops_rules import Observation
@@ -59,10 +64,17 @@ class Resources:
     system_cpu_percent: float = 0.0
 
 
-class Pingable(Protocol):
-    """What the monitor probes Redis through (the sink): observers do not import sinks."""
+class Probe(Protocol):
+    """A sink as the monitor sees it (observers do not import sinks): the dependency it
+    names, whether the offset waits for it, and a probe of that dependency."""
 
-    def ping(self) -> bool: ...
+    @property
+    def dependency(self) -> str: ...
+
+    @property
+    def policy(self) -> str: ...
+
+    def health(self) -> tuple[bool, str | None] | None: ...
 
 
 class Monitor:
@@ -72,8 +84,7 @@ class Monitor:
         view: Callable[[], LoopView],
         ledger: Ledger,
         dependencies: Dependencies,
-        engine: Engine,
-        redis: Pingable,
+        probes: Sequence[Probe],
         alerts: AlertEngine,
     ) -> None:
         self.settings = settings
@@ -81,8 +92,10 @@ class Monitor:
         self.ledger = ledger
         self._summarized_id = 0  # batches up to this id are in an earlier summary
         self.dependencies = dependencies
-        self.engine = engine
-        self.redis = redis
+        self.probes = tuple(probes)
+        self.required = REQUIRED_DEPENDENCIES | {
+            p.dependency for p in self.probes if p.policy == "required"
+        }
         self.alerts = alerts
         self.thresholds = HealthThresholds()
         self.lag: dict[int, PartitionLag] = {}
@@ -99,9 +112,13 @@ class Monitor:
             {**base, "group.id": settings.kafka_group_id, "enable.auto.commit": False}
         )
         self._peek = Consumer(
-            {**base, "group.id": f"{settings.kafka_group_id}.lag-probe-{uuid.uuid4().hex[:8]}",
-             "enable.auto.commit": False, "enable.partition.eof": False}
-        )  # fmt: skip
+            {
+                **base,
+                "group.id": f"{settings.kafka_group_id}.lag-probe-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+            }
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -151,14 +168,12 @@ class Monitor:
             )
 
     def _probe_dependencies(self) -> None:
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            self.dependencies.report("mysql", True)
-        except Exception as exc:
-            self.dependencies.report("mysql", False, f"{type(exc).__name__}: {exc}")
-        up = self.redis.ping()
-        self.dependencies.report("redis", up, None if up else "PING failed")
+        """Each sink probes its own dependency; one that says None is watched elsewhere
+        (Kafka: by the poll loop)."""
+        for probe in self.probes:
+            answer = probe.health()
+            if answer is not None:
+                self.dependencies.report(probe.dependency, *answer)
 
     def _sample_lag(self) -> None:
         topic = self.settings.kafka_topic
@@ -257,12 +272,13 @@ class Monitor:
         return Observation(
             error_rate=self.error_rate(),
             max_queue_utilization=max(self.queue_utilizations().values(), default=0.0),
-            memory_percent=max(self.resources.system_memory_percent,
-                               self.resources.process_memory_percent),
+            memory_percent=max(
+                self.resources.system_memory_percent, self.resources.process_memory_percent
+            ),
             max_time_lag_s=max((pl.time_lag_s for pl in lag.values()), default=0.0),
             lag_statuses={p: pl.status for p, pl in lag.items()},
             dependencies_down=[name for name, st in deps.items() if not st.up],
-        )  # fmt: skip
+        )
 
     def verdict(self) -> HealthVerdict:
         r = self.resources
@@ -276,6 +292,7 @@ class Monitor:
                 dependencies={n: st.up for n, st in self.dependencies.snapshot().items()},
                 lag_statuses={p: pl.status for p, pl in dict(self.lag).items()},
                 poll_loop_alive=self.poll_loop_alive(view),
+                required_dependencies=frozenset(self.required),
             ),
             self.thresholds,
         )

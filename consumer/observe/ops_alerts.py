@@ -128,10 +128,6 @@ class AlertEngine:
             self._prune(now)
             return [replace(e) for _, e in self._history]
 
-    def is_firing(self, name: str) -> bool:
-        with self._lock:
-            return name in self._firing
-
     def _prune(self, now: float) -> None:
         horizon = now - self._history_s
         while self._history and self._history[0][0] < horizon:

@@ -11,17 +11,24 @@ from dataclasses import dataclass
 from typing import Literal
 
 from consumer.observe.lag import LagStatus
+from consumer.settings import Settings
 
 Severity = Literal["critical", "warning"]
 RuleResult = tuple[bool, float | str, str]
 
 
+_DEFAULT = {name: field.default for name, field in Settings.model_fields.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class AlertThresholds:
-    error_rate: float = 0.10
-    queue_utilization: float = 0.80
-    memory_percent: float = 80.0
-    time_lag_s: float = 300.0
+    """ALERT_* settings; the defaults are the settings' own (deploy/prometheus/alerts.yml
+    uses the same numbers, tests/unit/test_prometheus_rules.py holds them together)."""
+
+    error_rate: float = _DEFAULT["alert_error_rate"]
+    queue_utilization: float = _DEFAULT["alert_queue_utilization"]
+    memory_percent: float = _DEFAULT["alert_memory_percent"]
+    time_lag_s: float = _DEFAULT["alert_time_lag_s"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,28 +8,35 @@ partition simply stops appearing, so its gauge series disappear.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from consumer import __version__
+from consumer.health_alerts.repository import UNUSABLE_RULES, UnusableRules
 from consumer.observe.health import Status
 from consumer.observe.lag import LagStatus
 from consumer.observe.monitor import Monitor
 from consumer.observe.ops_rules import RULES
 from consumer.pipeline.ledger import FLUSH_STAGES, REBALANCE_EVENTS, Histogram, Ledger
+from consumer.pipeline.reasons import DeadLetterReason
 
 P = "health_consumer_"
 Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 
 # Known label values exist from the start, so dashboards show 0 instead of no data.
-DEAD_LETTER_REASONS = (
-    "invalid_json", "invalid_envelope", "empty_envelope", "too_many_readings",
-    "missing_device_sn", "invalid_timestamp", "schema_violation", "key_mismatch",
-    "unkeyed_mixed_devices", "null_value", "db_rejected", "internal_error", "undecodable",
-    "message_too_large", "invalid_slow_field", "future_timestamp",
-)  # fmt: skip
+DEAD_LETTER_REASONS = tuple(DeadLetterReason)
+
+
+class SinkStats(Protocol):
+    """A sink as the collector sees it (observers do not import sinks)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def stats(self) -> Mapping[str, int]: ...
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -55,9 +62,19 @@ def _buckets(h: Histogram) -> list[tuple[str, float]]:
 
 
 class ReplicaCollector(Collector):
-    def __init__(self, monitor: Monitor, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        monitor: Monitor,
+        ledger: Ledger,
+        sinks: Sequence[SinkStats] = (),
+        webhook_dropped: Callable[[], int] | None = None,
+        unusable_rules: UnusableRules = UNUSABLE_RULES,
+    ) -> None:
         self.monitor = monitor
         self.ledger = ledger
+        self.sinks = tuple(sinks)
+        self.webhook_dropped = webhook_dropped
+        self.unusable_rules = unusable_rules
 
     def collect(self) -> Iterator[Family]:
         yield from self._counters()
@@ -66,52 +83,106 @@ class ReplicaCollector(Collector):
     def _counters(self) -> Iterator[Family]:
         t = self.ledger.totals()
         yield _counter("messages_consumed", "Kafka messages consumed", t.messages_consumed)
-        yield _counter("records_consumed", "Valid readings decoded from messages",
-                       t.records_consumed)  # fmt: skip
-        yield _counter("unkeyed_messages", "Messages without key accepted (one device)",
-                       t.unkeyed_messages)  # fmt: skip
-        yield _counter("readings_timestamp_from_kafka",
-                       "Readings without a timestamp, stored at the Kafka message time "
-                       "(DEVICE_TIMEZONE)", t.timestamps_from_kafka)  # fmt: skip
-        yield _labelled(
-            "records_written",
-            "Records written, by sink",
-            "sink",
-            {"mysql": t.records_written_mysql, "redis": t.records_written_redis},
+        yield _counter(
+            "records_consumed", "Valid readings decoded from messages", t.records_consumed
         )
-        yield _counter("records_duplicate", "Records already present in the DB",
-                       t.records_duplicate)  # fmt: skip
-        yield _labelled("records_failed", "Records that failed, by stage", "stage",
-                        {"db": t.records_rejected})  # fmt: skip
-        yield _labelled("dead_letters", "Messages sent to the dead-letter topic", "reason",
-                        t.dead_letters, DEAD_LETTER_REASONS)  # fmt: skip
-        yield _labelled("health_alerts_fired", "Health alerts stored", "rule_type",
-                        t.alerts_fired)  # fmt: skip
-        yield _labelled("rebalances", "Rebalance events", "event", t.rebalances,
-                        REBALANCE_EVENTS)  # fmt: skip
-        yield _labelled("commits", "Offset commits", "result",
-                        {"ok": t.commits_ok, "failed": t.commits_failed})  # fmt: skip
-        yield _counter("db_retries", "DB write attempts retried after an error", t.db_retries)
-        yield _counter("redis_errors", "Batches whose Redis update was skipped",
-                       t.redis_skipped_batches)  # fmt: skip
-        yield _counter("redis_keys_refused",
-                       "Latest-state updates Redis refused for one key (WRONGTYPE, script "
-                       "error): skipped alone, Redis not marked down",
-                       t.redis_keys_refused)  # fmt: skip
+        yield _counter(
+            "unkeyed_messages", "Messages without key accepted (one device)", t.unkeyed_messages
+        )
+        yield _counter(
+            "readings_timestamp_from_kafka",
+            "Readings without a timestamp, stored at the Kafka message time (DEVICE_TIMEZONE)",
+            t.timestamps_from_kafka,
+        )
+        names = [sink.name for sink in self.sinks]
+        yield _labelled(
+            "records_written", "Records written, by sink", "sink", t.records_written, names
+        )
+        yield _counter(
+            "records_duplicate", "Records already present in the DB", t.records_duplicate
+        )
+        yield _labelled(
+            "records_failed", "Records that failed, by stage", "stage", {"db": t.records_rejected}
+        )
+        yield _labelled(
+            "dead_letters",
+            "Messages sent to the dead-letter topic",
+            "reason",
+            t.dead_letters,
+            DEAD_LETTER_REASONS,
+        )
+        yield _labelled("health_alerts_fired", "Health alerts stored", "rule_type", t.alerts_fired)
+        yield _labelled(
+            "alert_rules_unusable",
+            "Alert rules not evaluated (no evaluator for the rule_type, or an unknown "
+            "physical_sign), each rule counted once",
+            "reason",
+            self.unusable_rules.counts(),
+        )
+        yield _labelled("rebalances", "Rebalance events", "event", t.rebalances, REBALANCE_EVENTS)
+        yield _labelled(
+            "commits", "Offset commits", "result", {"ok": t.commits_ok, "failed": t.commits_failed}
+        )
+        yield _counter(
+            "db_retries",
+            "DB calls (rules, bindings, the MySQL sink) retried after a retryable error",
+            t.retries["mysql"],
+        )
+        yield _labelled(
+            "sink_retries", "Writes a required sink retried, by sink", "sink", t.retries, names
+        )
+        yield _labelled(
+            "sink_skipped_batches",
+            "Batches a best-effort sink did not take (down, or failed), by sink",
+            "sink",
+            t.skipped_batches,
+            names,
+        )
+        yield _labelled(
+            "sink_refused_items",
+            "Items a sink refused alone without failing the batch (Redis: a "
+            "key's WRONGTYPE or script error), by sink",
+            "sink",
+            t.refused,
+            names,
+        )
+        events = CounterMetricFamily(
+            P + "sink_events",
+            "Events a sink counts of its own (LOAD DATA redone, dead letters truncated, ...)",
+            labels=["sink", "event"],
+        )
+        for sink in self.sinks:
+            for event, count in sorted(sink.stats().items()):
+                events.add_metric([sink.name, event], count)
+        yield events
+        if self.webhook_dropped is not None:
+            yield _counter(
+                "ops_webhook_dropped",
+                "Ops-alert webhook events dropped (queue full, or still queued at close)",
+                self.webhook_dropped(),
+            )
         yield _counter("partition_pauses", "Partitions paused for backpressure", t.pauses)
-        yield _counter("binding_lookups", "Device-binding queries sent to the DB",
-                       t.binding_queries)  # fmt: skip
-        yield _labelled("binding_cache", "Device-binding cache look-ups, by result", "result",
-                        {"hit": t.binding_hits, "miss": t.binding_misses})  # fmt: skip
+        yield _counter(
+            "binding_lookups", "Device-binding queries sent to the DB", t.binding_queries
+        )
+        yield _labelled(
+            "binding_cache",
+            "Device-binding cache look-ups, by result",
+            "result",
+            {"hit": t.binding_hits, "miss": t.binding_misses},
+        )
         looked = t.binding_hits + t.binding_misses
         yield GaugeMetricFamily(
-            P + "binding_cache_hit_ratio", "Device-binding cache hits / look-ups since start",
+            P + "binding_cache_hit_ratio",
+            "Device-binding cache hits / look-ups since start",
             value=t.binding_hits / looked if looked else 0.0,
-        )  # fmt: skip
+        )
         yield HistogramMetricFamily(
-            P + "batch_size_records", "Records per flushed batch",
-            buckets=_buckets(t.batch_size), sum_value=t.batch_size.sum,
-        )  # fmt: skip
+            P + "batch_size_records",
+            "Records per flushed batch",
+            buckets=_buckets(t.batch_size),
+            sum_value=t.batch_size.sum,
+        )
         durations = HistogramMetricFamily(
             P + "flush_duration_seconds", "Flush time by stage", labels=["stage"]
         )
@@ -120,29 +191,34 @@ class ReplicaCollector(Collector):
             durations.add_metric([stage], _buckets(h), h.sum)
         yield durations
         yield HistogramMetricFamily(
-            P + "end_to_end_latency_seconds", "Kafka message CreateTime to DB commit",
-            buckets=_buckets(t.e2e_latency), sum_value=t.e2e_latency.sum,
-        )  # fmt: skip
+            P + "end_to_end_latency_seconds",
+            "Kafka message CreateTime to DB commit",
+            buckets=_buckets(t.e2e_latency),
+            sum_value=t.e2e_latency.sum,
+        )
 
     def _gauges(self) -> Iterator[Family]:
         m = self.monitor
         view = m.view()
-        cap = m.settings.worker_queue_max_records
         depth = GaugeMetricFamily(
-            P + "queue_depth_records", "Records queued in a partition's worker",
+            P + "queue_depth_records",
+            "Records queued in a partition's worker",
             labels=["partition"],
-        )  # fmt: skip
+        )
         util = GaugeMetricFamily(
-            P + "queue_utilization_ratio", "Queued records / WORKER_QUEUE_MAX_RECORDS",
+            P + "queue_utilization_ratio",
+            "Queued records / WORKER_QUEUE_MAX_RECORDS",
             labels=["partition"],
-        )  # fmt: skip
+        )
         paused = GaugeMetricFamily(
-            P + "partition_paused", "1 while the partition is paused for backpressure",
+            P + "partition_paused",
+            "1 while the partition is paused for backpressure",
             labels=["partition"],
-        )  # fmt: skip
+        )
+        utilization = m.queue_utilizations(view)
         for p, pv in sorted(view.partitions.items()):
             depth.add_metric([str(p)], pv.queued_records)
-            util.add_metric([str(p)], pv.queued_records / cap)
+            util.add_metric([str(p)], utilization[p])
             paused.add_metric([str(p)], 1.0 if pv.paused else 0.0)
         yield from (depth, util, paused)
 
@@ -161,9 +237,10 @@ class ReplicaCollector(Collector):
             P + "high_watermark_offset", "Partition high watermark", labels=["partition"]
         )
         status = GaugeMetricFamily(
-            P + "lag_status", "Burrow-style lag status (1 = current)",
+            P + "lag_status",
+            "Burrow-style lag status (1 = current)",
             labels=["partition", "status"],
-        )  # fmt: skip
+        )
         for p, pl in sorted(dict(m.lag).items()):
             if p not in view.partitions:
                 continue
@@ -176,9 +253,10 @@ class ReplicaCollector(Collector):
         yield from (offset_lag, time_lag, committed, high, status)
 
         yield GaugeMetricFamily(
-            P + "assigned_partitions", "Partitions owned by this replica",
+            P + "assigned_partitions",
+            "Partitions owned by this replica",
             value=len(view.partitions),
-        )  # fmt: skip
+        )
         deps = GaugeMetricFamily(
             P + "dependency_up", "1 when the dependency answered last time", labels=["dependency"]
         )
@@ -193,9 +271,10 @@ class ReplicaCollector(Collector):
             health.add_metric([level.value], 1.0 if verdict is level else 0.0)
         yield health
         yield GaugeMetricFamily(
-            P + "last_commit_timestamp_seconds", "Unix time of the last successful offset commit",
+            P + "last_commit_timestamp_seconds",
+            "Unix time of the last successful offset commit",
             value=view.last_commit_at,
-        )  # fmt: skip
+        )
         yield GaugeMetricFamily(
             P + "processing_rate_records_per_second",
             "Records flushed per second over the stats window",

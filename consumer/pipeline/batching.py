@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from consumer.pipeline.reasons import DeadLetterReason
 from schemas.record import HealthRecord
 
 
@@ -15,7 +16,7 @@ from schemas.record import HealthRecord
 class DeadLetter:
     """Why a message (or some of its readings) cannot be stored."""
 
-    reason: str
+    reason: DeadLetterReason
     detail: str
 
 
@@ -77,9 +78,6 @@ class Batch:
         if not self.messages:
             raise ValueError("an empty batch has no offset to commit")
         return self.messages[-1].offset + 1
-
-    def dead_letters(self) -> list[PendingMessage]:
-        return [m for m in self.messages if m.dead_letter is not None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,8 @@ def bind_in_place(records: Iterable[HealthRecord], bindings: dict[str, Binding])
     A record belongs to one batch from decode to flush, and the flush binds it once,
     before the rules, the DB or Redis read its ids; nothing holds it hashed. So setting
     three slots of the frozen record is safe, and it saves the 24-field copy that
-    `dataclasses.replace` made for every watch reading (13 us of the 45 per reading).
+    `dataclasses.replace` made for every watch reading (a large share of the per-reading
+    CPU; docs/performance.md, "Figures behind the design notes").
     """
     get = bindings.get
     for r in records:
@@ -90,8 +91,11 @@ def bind_in_place(records: Iterable[HealthRecord], bindings: dict[str, Binding])
 
 def unbound_sns(records: Iterable[HealthRecord]) -> set[str]:
     """The SNs of the records that lack any of the three ids: what a flush looks up."""
-    return {r.device_sn for r in records
-            if r.customer_id is None or r.org_id is None or r.user_id is None}  # fmt: skip
+    return {
+        r.device_sn
+        for r in records
+        if r.customer_id is None or r.org_id is None or r.user_id is None
+    }
 
 
 class BindingCache:

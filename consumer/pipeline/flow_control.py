@@ -22,6 +22,3 @@ class FlowControl:
 
     def should_resume(self, queued_records: int, queued_bytes: int = 0) -> bool:
         return queued_records < self.max_records // 2 and queued_bytes < self.max_bytes // 2
-
-    def utilization(self, queued_records: int, queued_bytes: int = 0) -> float:
-        return max(queued_records / self.max_records, queued_bytes / self.max_bytes)

@@ -1,23 +1,22 @@
-"""One batch through the sinks: dead letters out, rules, DB (retry/isolate), acks, Redis.
+"""One batch through the sinks, in their order; the offset may advance only after.
 
-Order within `Flusher.flush`, which is the product's guarantee:
-1. dead letters of the batch are handed to the DLQ producer (asynchronous);
-2. health rules fire and the DB transaction commits: rows, daily/weekly, alerts;
-3. every dead letter is acknowledged by the broker;
-4. Redis gets the latest state and the alert messages.
-Only when `flush` returns may the worker advance the offset, so nothing is committed before
-the DB commit and the DLQ acks. Redis follows the DB: it can lag, never lead.
-
-A DB failure falls in one of three kinds, decided by its class (`sinks.mysql.classify`):
-- a row's values (`RowRejected`: any error the server answers with that is not a server
-  state): bisect; the offending rows go to the DLQ (`db_rejected`);
-- a dependency (`DatabaseUnavailable`): retry with backoff forever; health names MySQL
-  (not for `Contention`: deadlocks and a busy pool are retried, MySQL is up);
-- anything else is a bug: bisect too; a row that fails alone goes to the DLQ
-  (`internal_error`, replayable once the bug is fixed), logged as critical.
-A row's fate depends only on the row: the same row fails the same way alone or in a
-backlog. A batch without readings (dead letters only) opens no DB transaction, so invalid
-messages are committed during a DB outage too.
+The flush knows sinks only through `sinks.base.Sink`. Before them, for a batch with
+readings: the rules are loaded and the readings bound to their customer (DB look-ups,
+retried like a required sink). Then every sink of `Sinks.chain`, in order (stores of
+record, outputs, dead letters, caches):
+- the readings still standing and the alerts fired on them are handed over;
+- a `Retryable` failure of a required sink is retried with backoff, forever; health
+  names its dependency (not for `Contention`: a deadlock says nothing of MySQL's state);
+- a `RowFault` or a bug of a required sink bisects the batch until the failing rows stand
+  alone; they become dead letters (`db_rejected`, `internal_error`), the rest go on;
+- a best-effort sink's failure of any kind is logged and counted, and the flush goes on.
+The first required sink that takes readings is the store of record: the rules fire in its
+bisection (a rejected reading is no step of a trend run), and what it stored first
+decides which alerts later sinks publish. The dead-letter sink comes after every required
+sink that can reject rows, so when `flush` returns every required sink has the batch and
+every dead letter is acknowledged: nothing is committed before that. A batch without
+readings (dead letters only) opens no DB transaction, so invalid messages are committed
+during a DB outage too.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from sqlalchemy import exc
@@ -45,39 +44,44 @@ from consumer.health_alerts.rules import (
 from consumer.pipeline.batching import Batch, PendingMessage
 from consumer.pipeline.binding import Binding, DeviceDirectory, bind_in_place, unbound_sns
 from consumer.pipeline.ledger import FlushReport, Ledger
+from consumer.pipeline.reasons import DeadLetterReason
 from consumer.pipeline.retry import Backoff
-from consumer.sinks.dlq import DeadLetterSink, Delivery
-from consumer.sinks.mysql import (
-    Contention,
-    DatabaseUnavailable,
-    MySQLSink,
-    RowRejected,
-    WriteResult,
-    classify,
-    distinct_readings,
+from consumer.sinks.base import (
+    ORDER_DEAD_LETTERS,
+    Abandoned,
+    Letter,
+    Policy,
+    Sink,
+    SinkBatch,
+    SinkResult,
 )
-from consumer.sinks.redis import RedisSink
+from consumer.sinks.chain import Sinks
+from consumer.sinks.errors import Contention, Retryable, RowFault, SinkError
+from consumer.sinks.mysql import classify, distinct_readings
 from schemas.record import HealthRecord
+
+__all__ = ["Abandoned", "Flusher", "RetryPolicy", "Sinks"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Entry = tuple[HealthRecord, PendingMessage]
-Rejected = tuple[Entry, str, str]  # (entry, reason, detail)
+Rejected = tuple[Entry, DeadLetterReason, str]  # (entry, reason, detail)
+DB = "mysql"  # what the rules and bindings are read from
 
 
-class Abandoned(Exception):
-    """The worker was told to give up (revoke timeout, lost partition, hard shutdown)."""
+class _Failed(Exception):
+    """A required sink's failure that retrying cannot fix: a row fault or a bug."""
 
+    def __init__(self, fault: SinkError, cause: Exception) -> None:
+        super().__init__(str(fault))
+        self.fault = fault
+        self.cause = cause
 
-@dataclass(frozen=True, slots=True)
-class Sinks:
-    """Where a flush writes, shared by all workers of a replica."""
-
-    topic: str  # the source topic, named in dead-letter headers
-    mysql: MySQLSink
-    redis: RedisSink
-    dlq: DeadLetterSink
+    def rejection(self) -> tuple[DeadLetterReason, str]:
+        if isinstance(self.fault, RowFault):
+            return self.fault.reason, str(self.fault)
+        return DeadLetterReason.INTERNAL_ERROR, f"{type(self.cause).__name__}: {self.cause}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,97 +114,193 @@ class Flusher:
         self.trend_state: TrendState = {}
         # Devices whose runs this flusher has rebuilt or built (see _rebuild_runs).
         self.known_devices: set[str] = set()
+        # The store of record: the first required sink that takes the readings.
+        self._store = next(
+            (s for s in sinks if s.policy is Policy.REQUIRED and s.order < ORDER_DEAD_LETTERS),
+            None,
+        )
 
     def flush(self, batch: Batch) -> FlushReport:
         """Make the batch durable and record it; raise Abandoned if told to give up first."""
         started = time.monotonic()
         report = FlushReport(self.partition, len(batch), batch.record_count)
-        letters = [(m, m.dead_letter.reason, m.dead_letter.detail)
-                   for m in batch.messages if m.dead_letter is not None]  # fmt: skip
-        deliveries = [self._dead_letter(m, reason, detail) for m, reason, detail in letters]
-        report.dead_letters = len(deliveries)
-
         entries = [(r, m) for m in batch.messages for r in m.records]
-        records = [r for r, _ in entries]
-        state: TrendState = self.trend_state
-        rejected: list[Rejected] = []
-        if entries:  # dead letters alone need neither the rules nor the DB
-            rules = self._retry_db(self.rules.rules, report)
-            self._bind(records, report)
-            self._rebuild_runs(rules, records, report)
-            t0 = time.monotonic()
-            state, rejected = self._write_isolating(entries, rules, self.trend_state, report)
-            report.db_seconds = time.monotonic() - t0 - report.alert_seconds
-        if any(reason == "internal_error" for _, reason, _ in rejected):
-            self._log_bug(batch, rejected)
-        for (record, message), reason, detail in rejected:
-            text = f"{reason} for reading {record.device_sn}@{record.timestamp}: {detail}"
-            deliveries.append(self._dead_letter(message, reason, text))
-        report.rejected_rows = len(rejected)
-        report.dead_letters += len(rejected)
-        self.ledger.dead_lettered(
-            [reason for _, reason, _ in letters] + [reason for _, reason, _ in rejected]
+        work = SinkBatch(
+            self.sinks.topic, self.partition, [r for r, _ in entries], cancel=self.abandon
         )
-        self._await(deliveries)
-        self.trend_state = state
-
-        t1 = time.monotonic()
-        accepted = records if not rejected else _without(entries, rejected)
-        report.redis_skipped = self._update_redis(batch, accepted, report)
-        report.redis_seconds = time.monotonic() - t1
+        work.letters = [
+            Letter(m, m.dead_letter.reason, m.dead_letter.detail)
+            for m in batch.messages
+            if m.dead_letter is not None
+        ]
+        rules: list[HealthRule] = []
+        if entries:  # dead letters alone need neither the rules nor the DB
+            rules = self._retry(DB, self.rules.rules, report)
+            self._bind(work.records, report)
+            self._rebuild_runs(rules, work.records, report)
+        fire = True  # the rules fire in the store of record's bisection
+        for sink in self.sinks:
+            t0, alerts_before = time.monotonic(), report.alert_seconds
+            if sink.policy is Policy.BEST_EFFORT:
+                self._best_effort(sink, work, batch, report)
+            elif sink.order >= ORDER_DEAD_LETTERS:  # takes no rows: nothing to bisect
+                self._take(sink, self._write(sink, work, report), work, report)
+            elif entries:
+                entries = self._required(sink, entries, work, rules, fire, report)
+                fire = False
+            spent = time.monotonic() - t0 - (report.alert_seconds - alerts_before)
+            report.stage_seconds[sink.name] = spent
+        report.alerts = work.new_alerts
+        report.dead_letters = len(work.letters)
+        self.ledger.dead_lettered([letter.reason for letter in work.letters])
         report.total_seconds = time.monotonic() - started
         self.ledger.flushed(report, [m.timestamp_ms for m in batch.messages])
         return report
 
-    # --- DB -----------------------------------------------------------------------------
+    # --- required sinks ----------------------------------------------------------------
 
-    def _write_isolating(
-        self, entries: list[Entry], rules: list[HealthRule], state: TrendState,
+    def _required(
+        self,
+        sink: Sink,
+        entries: list[Entry],
+        work: SinkBatch,
+        rules: list[HealthRule],
+        fire: bool,
         report: FlushReport,
-    ) -> tuple[TrendState, list[Rejected]]:  # fmt: skip
-        """Write entries; on a row error or a bug, bisect until the failures stand alone."""
+    ) -> list[Entry]:
+        """Write through a required sink, bisecting row faults and bugs; return the entries
+        it kept (the ones it refused are dead letters now)."""
+        fired: list[Alert] = []
+        state, rejected = self._isolating(
+            sink, entries, work, rules, fire, self.trend_state, fired, report
+        )
+        if fire:
+            self.trend_state = state
+            work.alerts = fired
+        if not rejected:
+            return entries
+        if any(reason is DeadLetterReason.INTERNAL_ERROR for _, reason, _ in rejected):
+            self._log_bug(sink, entries, rejected)
+        for (record, message), reason, detail in rejected:
+            text = f"{reason} for reading {record.device_sn}@{record.timestamp}: {detail}"
+            work.letters.append(Letter(message, reason, text))
+        report.rejected_rows += len(rejected)
+        bad = {id(entry[0]) for entry, _, _ in rejected}
+        kept = [e for e in entries if id(e[0]) not in bad]
+        work.records = [r for r, _ in kept]
+        work.alerts = [a for a in work.alerts if id(a.record) not in bad]
+        return kept
+
+    def _isolating(
+        self,
+        sink: Sink,
+        entries: list[Entry],
+        work: SinkBatch,
+        rules: list[HealthRule],
+        fire: bool,
+        state: TrendState,
+        fired: list[Alert],
+        report: FlushReport,
+    ) -> tuple[TrendState, list[Rejected]]:
+        """Write entries; on a row fault or a bug, bisect until the failures stand alone."""
         if not entries:
             return state, []
-        try:
+        records = [r for r, _ in entries]
+        if fire:
             t0 = time.monotonic()
-            records = [r for r, _ in entries]
             # A repeated (device, timestamp) is one reading, the first (issue 18, S3).
             alerts, new_state = fire_alerts(rules, distinct_readings(records), state)
             report.alert_seconds += time.monotonic() - t0
-            result = self._write_with_retry(records, alerts, report)
-        except Abandoned:
-            raise
-        except RowRejected as err:
-            failure = ("db_rejected", str(err))
-        except Exception as err:
-            failure = ("internal_error", f"{type(err).__name__}: {err}")
         else:
-            report.db_committed_at = time.time()
-            report.inserted += result.inserted
-            report.duplicates += result.duplicates
-            report.alerts.extend(result.new_alerts)
-            report.db_writes += 1
+            ids = {id(r) for r in records}
+            alerts, new_state = [a for a in work.alerts if id(a.record) in ids], state
+        part = replace(work, records=records, alerts=alerts)
+        try:
+            result = self._write(sink, part, report)
+        except _Failed as failed:
+            failure = failed.rejection()
+        else:
+            fired.extend(alerts)
+            self._take(sink, result, work, report)
             return new_state, []
         if len(entries) == 1:
             return state, [(entries[0], *failure)]
         mid = len(entries) // 2
-        state, left = self._write_isolating(entries[:mid], rules, state, report)
-        state, right = self._write_isolating(entries[mid:], rules, state, report)
+        state, left = self._isolating(sink, entries[:mid], work, rules, fire, state, fired, report)
+        state, right = self._isolating(sink, entries[mid:], work, rules, fire, state, fired, report)
         return state, left + right
 
-    def _log_bug(self, batch: Batch, rejected: list[Rejected]) -> None:
+    def _take(self, sink: Sink, result: SinkResult, work: SinkBatch, report: FlushReport) -> None:
+        """Record what a sink took; the store of record's numbers are the batch's."""
+        report.written[sink.name] += result.written
+        report.refused[sink.name] += result.refused
+        work.new_alerts.extend(result.new_alerts)
+        if sink is self._store:
+            report.inserted += result.written
+            report.duplicates += result.duplicates
+            report.db_writes += 1
+            report.db_committed_at = time.time()
+
+    def _write(self, sink: Sink, part: SinkBatch, report: FlushReport) -> SinkResult:
+        """One required write, retried while the sink says it cannot take it now."""
+
+        def call() -> SinkResult:
+            try:
+                return sink.write_batch(part)
+            except Abandoned:
+                raise
+            except Exception as err:
+                fault = sink.classify(err)
+                if isinstance(fault, Retryable):
+                    raise fault from err
+                raise _Failed(fault, err) from err
+
+        return self._retry(sink.dependency, call, report, sink.name)
+
+    def _log_bug(self, sink: Sink, entries: list[Entry], rejected: list[Rejected]) -> None:
         """Rows dead-lettered for a bug: loud, once per flush (they are replayable)."""
-        bugs = [r for r in rejected if r[1] == "internal_error"]
+        bugs = [r for r in rejected if r[1] is DeadLetterReason.INTERNAL_ERROR]
         log.critical(
             "rows failed alone with an unexpected error: dead-lettered as internal_error",
             extra={
                 "partition": self.partition,
-                "first_offset": batch.messages[0].offset,
-                "last_offset": batch.messages[-1].offset,
+                "sink": sink.name,
+                "first_offset": entries[0][1].offset,
+                "last_offset": entries[-1][1].offset,
                 "rows": len(bugs),
                 "error": bugs[0][2][:500],
             },
         )
+
+    # --- best-effort sinks -------------------------------------------------------------
+
+    def _best_effort(self, sink: Sink, work: SinkBatch, batch: Batch, report: FlushReport) -> None:
+        """A failure of any kind is logged and counted, and never blocks the partition."""
+        try:
+            result = sink.write_batch(work)
+        except Abandoned:
+            raise
+        except Exception as err:
+            fault = sink.classify(err)
+            if isinstance(fault, Retryable):
+                self.dependencies.report(sink.dependency, False, str(fault))
+            log.log(
+                logging.WARNING if isinstance(fault, Retryable) else logging.ERROR,
+                "best-effort sink failed; batch skipped by it",
+                exc_info=not isinstance(fault, Retryable),
+                extra={
+                    "partition": self.partition,
+                    "sink": sink.name,
+                    "first_offset": batch.messages[0].offset,
+                    "last_offset": batch.messages[-1].offset,
+                },
+            )
+            result = SinkResult(skipped=True)
+        if result.skipped:
+            report.skipped.append(sink.name)
+        self._take(sink, result, work, report)
+
+    # --- before the sinks: rules, bindings, trend runs -----------------------------------
 
     def _rebuild_runs(
         self, rules: list[HealthRule], records: list[HealthRecord], report: FlushReport
@@ -210,7 +310,8 @@ class Flusher:
         before a restart) had built, so a trend alert fires once per episode, at the
         reading it would have fired at without the rebalance (issue 17, B11)."""
         lookback = trend_lookback(rules)
-        if not lookback:
+        history = self.sinks.history
+        if not lookback or history is None:
             return
         first_seen: dict[str, dt.datetime] = {}
         for record in records:
@@ -218,10 +319,10 @@ class Flusher:
                 first_seen.setdefault(record.device_sn, record.timestamp)
         if not first_seen:
             return
-        history = self._retry_db(
-            lambda: self.sinks.mysql.recent_readings(first_seen, lookback), report
+        readings = self._retry(
+            history.dependency, lambda: history.recent_readings(first_seen, lookback), report
         )
-        self.trend_state = rebuild_runs(rules, history, self.trend_state)
+        self.trend_state = rebuild_runs(rules, readings, self.trend_state)
         self.known_devices.update(first_seen)
 
     def _bind(self, records: list[HealthRecord], report: FlushReport) -> None:
@@ -239,30 +340,27 @@ class Flusher:
             except exc.DBAPIError as err:
                 raise classify(err.orig, err.connection_invalidated) from err
 
-        bind_in_place(records, self._retry_db(lookup, report))
+        bind_in_place(records, self._retry(DB, lookup, report))
 
-    def _write_with_retry(
-        self, records: list[HealthRecord], alerts: list[Alert], report: FlushReport
-    ) -> WriteResult:
-        return self._retry_db(lambda: self.sinks.mysql.write(records, alerts), report)
-
-    def _retry_db(self, call: Callable[[], T], report: FlushReport) -> T:
-        """Run a DB call until it works: an outage is retried forever, with backoff."""
+    def _retry(
+        self, dependency: str, call: Callable[[], T], report: FlushReport, stage: str = DB
+    ) -> T:
+        """Run a call until it works: `Retryable` is retried forever, with backoff."""
         backoff = Backoff(self.retry.db_initial_s, self.retry.db_max_s)
         while True:
-            report.db_attempts += 1
             try:
                 result = call()
-            except DatabaseUnavailable as err:
+            except Retryable as err:
                 if not isinstance(err, Contention):
-                    self.dependencies.report("mysql", False, str(err))
-                self.ledger.db_retried()
+                    self.dependencies.report(dependency, False, str(err))
+                self.ledger.retried(stage)
                 delay = backoff.next_delay()
                 if backoff.attempt == 1 or backoff.attempt % 20 == 0:
                     log.warning(
-                        "db write failed, retrying",
+                        "write failed, retrying",
                         extra={
                             "partition": self.partition,
+                            "sink": stage,
                             "attempt": backoff.attempt,
                             "retry_in_s": round(delay, 2),
                             "error": str(err)[:300],
@@ -271,64 +369,6 @@ class Flusher:
                 if self.abandon.wait(delay):
                     raise Abandoned from err
                 continue
-            if not self.dependencies.is_up("mysql"):
-                self.dependencies.report("mysql", True)
+            if not self.dependencies.is_up(dependency):
+                self.dependencies.report(dependency, True)
             return result
-
-    # --- Redis --------------------------------------------------------------------------
-
-    def _update_redis(self, batch: Batch, records: list[HealthRecord], report: FlushReport) -> bool:
-        """Return True when the cache update was skipped. Redis is a cache: a bug in this
-        step is logged loudly and counted, but never blocks the partition."""
-        try:
-            result = self.sinks.redis.update(records, report.alerts)
-            report.redis_key_errors = result.key_errors
-            return result.skipped
-        except Exception:
-            log.exception(
-                "redis update failed with an unexpected error; cache not updated",
-                extra={
-                    "partition": self.partition,
-                    "first_offset": batch.messages[0].offset,
-                    "last_offset": batch.messages[-1].offset,
-                },
-            )
-            return True
-
-    # --- dead letters -------------------------------------------------------------------
-
-    def _dead_letter(self, message: PendingMessage, reason: str, detail: str) -> Delivery:
-        return self.sinks.dlq.send(
-            key=message.key,
-            value=message.value,
-            reason=reason,
-            detail=detail,
-            source_topic=self.sinks.topic,
-            source_partition=self.partition,
-            source_offset=message.offset,
-            source_timestamp_ms=message.timestamp_ms,
-            carried=message.carried,
-        )
-
-    def _await(self, deliveries: list[Delivery]) -> None:
-        """Block until the broker acknowledged every dead letter; resend the failures."""
-        backoff = Backoff(0.2, 5.0)
-        pending = deliveries
-        while pending:
-            for delivery in pending:
-                while not delivery.done.wait(0.2):
-                    if self.abandon.is_set():
-                        raise Abandoned
-            failed = [d for d in pending if d.error is not None]
-            if not failed:
-                return
-            log.warning("dead-letter delivery failed, resending: %s", failed[0].error)
-            self.dependencies.report("kafka", False, failed[0].error)
-            if self.abandon.wait(backoff.next_delay()):
-                raise Abandoned
-            pending = [self.sinks.dlq.resend(d) for d in failed]
-
-
-def _without(entries: list[Entry], rejected: list[Rejected]) -> list[HealthRecord]:
-    bad = {id(entry[0]) for entry, _, _ in rejected}
-    return [r for r, _ in entries if id(r) not in bad]

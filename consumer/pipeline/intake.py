@@ -12,12 +12,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, tzinfo
 
 from consumer.pipeline.batching import DeadLetter, PendingMessage
+from consumer.pipeline.reasons import DeadLetterReason as Reason
 from consumer.sinks.dlq import MAX_DETAIL_CHARS
 from schemas.decode import MAX_MESSAGE_BYTES, MessageError, decode_message
 from schemas.record import HealthRecord
-
-UNDECODABLE = "undecodable"
-FUTURE_TIMESTAMP = "future_timestamp"
 
 
 class DeviceClock:
@@ -69,7 +67,7 @@ def read_message(
     clock on the wall, so a replay judges the same way.
     """
     if value is None:
-        return _reject(offset, timestamp_ms, key, value, "null_value", "no value (tombstone)")
+        return _reject(offset, timestamp_ms, key, value, Reason.NULL_VALUE, "no value (tombstone)")
     message_time = None if clock is None else clock(timestamp_ms)
     try:
         decoded = decode_message(
@@ -79,10 +77,10 @@ def read_message(
             default_timestamp=message_time,
         )
     except MessageError as err:
-        return _reject(offset, timestamp_ms, key, value, err.reason, err.detail)
+        return _reject(offset, timestamp_ms, key, value, Reason.of(err.reason), err.detail)
     except Exception as err:  # a decoder bug must cost one message, never the partition
         detail = f"{type(err).__name__}: {err}"
-        return _reject(offset, timestamp_ms, key, value, UNDECODABLE, detail)
+        return _reject(offset, timestamp_ms, key, value, Reason.UNDECODABLE, detail)
 
     records = decoded.records
     unkeyed = not key
@@ -90,11 +88,11 @@ def read_message(
         sns = {r.device_sn for r in records}
         if len(sns) > 1:
             detail = f"no key and readings of {len(sns)} devices: " + ", ".join(sorted(sns)[:5])
-            return _reject(offset, timestamp_ms, key, value, "unkeyed_mixed_devices", detail)
+            return _reject(offset, timestamp_ms, key, value, Reason.UNKEYED_MIXED_DEVICES, detail)
     else:
         mismatch = _key_mismatch(key, records)  # type: ignore[arg-type]
         if mismatch is not None:
-            return _reject(offset, timestamp_ms, key, value, "key_mismatch", mismatch)
+            return _reject(offset, timestamp_ms, key, value, Reason.KEY_MISMATCH, mismatch)
 
     # Rejected readings and dropped fields alike: the message goes to the DLQ once, with
     # the reason of its first problem, while what could be stored is stored.
@@ -110,7 +108,7 @@ def read_message(
             counts.append(f"{len(decoded.dropped)} field(s) dropped from stored readings")
         if counts:
             detail = f"{', '.join(counts)}: {detail}"
-        dead_letter = DeadLetter(problems[0].reason, detail[:MAX_DETAIL_CHARS])
+        dead_letter = DeadLetter(Reason.of(problems[0].reason), detail[:MAX_DETAIL_CHARS])
     if future_horizon is not None and message_time is not None:
         latest = message_time + future_horizon
         future = [r for r in records if r.timestamp > latest]
@@ -121,14 +119,20 @@ def read_message(
                 f"time + {future_horizon}), first {future[0].timestamp:%Y-%m-%d %H:%M:%S}"
             )
             if dead_letter is None:
-                dead_letter = DeadLetter(FUTURE_TIMESTAMP, text[:MAX_DETAIL_CHARS])
+                dead_letter = DeadLetter(Reason.FUTURE_TIMESTAMP, text[:MAX_DETAIL_CHARS])
             else:
                 detail = f"{dead_letter.detail}; {text}"
                 dead_letter = DeadLetter(dead_letter.reason, detail[:MAX_DETAIL_CHARS])
     return PendingMessage(
-        offset, timestamp_ms, key, value, records, dead_letter, unkeyed,
+        offset,
+        timestamp_ms,
+        key,
+        value,
+        records,
+        dead_letter,
+        unkeyed,
         decoded.timestamps_defaulted,
-    )  # fmt: skip
+    )
 
 
 def _key_mismatch(key: bytes, records: list[HealthRecord]) -> str | None:
@@ -145,7 +149,7 @@ def _reject(
     timestamp_ms: int,
     key: bytes | None,
     value: bytes | None,
-    reason: str,
+    reason: Reason,
     detail: str,
 ) -> PendingMessage:
     return PendingMessage(offset, timestamp_ms, key, value, [], DeadLetter(reason, detail))

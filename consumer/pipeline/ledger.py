@@ -20,14 +20,48 @@ from dataclasses import dataclass, field, replace
 from consumer.health_alerts.rules import Alert
 
 LATENCY_BUCKETS = (
-    0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
-    30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
-)  # fmt: skip
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.35,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+)
 DURATION_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-)  # fmt: skip
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
-FLUSH_STAGES = ("db", "redis", "alerts", "total")
+# Flush stages besides one per sink (named after it).
+FLUSH_STAGES = ("alerts", "total")
 REBALANCE_EVENTS = ("assign", "revoke", "lost")
 
 
@@ -42,14 +76,13 @@ class FlushReport:
     duplicates: int = 0
     dead_letters: int = 0
     rejected_rows: int = 0
-    alerts: list[Alert] = field(default_factory=list)
-    redis_skipped: bool = False
-    redis_key_errors: int = 0  # devices whose key Redis refused (skipped alone)
-    db_seconds: float = 0.0
-    redis_seconds: float = 0.0
+    alerts: list[Alert] = field(default_factory=list)  # stored for the first time
+    written: Counter[str] = field(default_factory=Counter)  # readings taken, per sink
+    refused: Counter[str] = field(default_factory=Counter)  # items refused alone, per sink
+    skipped: list[str] = field(default_factory=list)  # best-effort sinks that did not take it
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # per sink
     alert_seconds: float = 0.0
     total_seconds: float = 0.0
-    db_attempts: int = 0
     db_writes: int = 0  # transactions committed (more than one when the batch was bisected)
     db_committed_at: float = 0.0  # wall clock of the (last) DB commit: the e2e latency end
 
@@ -67,9 +100,8 @@ class BatchStat:
     duplicates: int
     errors: int
     total_s: float
-    db_s: float
-    redis_s: float
     alerts_s: float
+    stage_s: dict[str, float]  # per sink
 
     @property
     def throughput(self) -> float:
@@ -118,17 +150,16 @@ class Totals:
     messages_consumed: int = 0
     records_consumed: int = 0
     unkeyed_messages: int = 0
-    records_written_mysql: int = 0
-    records_written_redis: int = 0
+    records_written: Counter[str] = field(default_factory=Counter)  # per sink
     records_duplicate: int = 0
     records_rejected: int = 0
     batches: int = 0
     messages_flushed: int = 0
     records_flushed: int = 0
     errors: int = 0
-    db_retries: int = 0
-    redis_skipped_batches: int = 0
-    redis_keys_refused: int = 0
+    retries: Counter[str] = field(default_factory=Counter)  # per sink ("mysql": rules too)
+    skipped_batches: Counter[str] = field(default_factory=Counter)  # per best-effort sink
+    refused: Counter[str] = field(default_factory=Counter)  # items refused alone, per sink
     pauses: int = 0
     commits_ok: int = 0
     commits_failed: int = 0
@@ -142,7 +173,7 @@ class Totals:
     batch_size: Histogram = field(default_factory=lambda: Histogram(SIZE_BUCKETS))
     flush_duration: dict[str, Histogram] = field(
         default_factory=lambda: {s: Histogram(DURATION_BUCKETS) for s in FLUSH_STAGES}
-    )
+    )  # per sink, plus FLUSH_STAGES
     e2e_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
 
 
@@ -198,9 +229,10 @@ class Ledger:
             self._t.binding_misses += misses
             self._t.binding_queries += queries
 
-    def db_retried(self) -> None:
+    def retried(self, stage: str) -> None:
+        """A write (or the DB look-ups before the sinks, "mysql") will be retried."""
         with self._lock:
-            self._t.db_retries += 1
+            self._t.retries[stage] += 1
 
     def flushed(self, report: FlushReport, timestamps_ms: list[int]) -> BatchStat:
         """Record one durable flush: counters, histograms, e2e latency, the batch record."""
@@ -208,33 +240,38 @@ class Ledger:
         end_ms = (report.db_committed_at or now) * 1000.0
         latencies = [(end_ms - ts) / 1000.0 for ts in timestamps_ms if ts > 0]
         stat = BatchStat(
-            next(self._ids), report.partition, now, report.records, report.messages,
-            report.inserted, report.duplicates, report.dead_letters, report.total_seconds,
-            report.db_seconds, report.redis_seconds, report.alert_seconds,
-        )  # fmt: skip
+            next(self._ids),
+            report.partition,
+            now,
+            report.records,
+            report.messages,
+            report.inserted,
+            report.duplicates,
+            report.dead_letters,
+            report.total_seconds,
+            report.alert_seconds,
+            dict(report.stage_seconds),
+        )
         t = self._t
         with self._lock:
             t.batches += 1
             t.messages_flushed += report.messages
             t.records_flushed += report.records
             t.errors += report.dead_letters
-            t.records_written_mysql += report.inserted
+            t.records_written.update(report.written)
             t.records_duplicate += report.duplicates
             t.records_rejected += report.rejected_rows
-            t.redis_keys_refused += report.redis_key_errors
-            if report.redis_skipped:
-                t.redis_skipped_batches += 1
-            else:
-                t.records_written_redis += report.records - report.rejected_rows
+            t.refused.update(report.refused)
+            t.skipped_batches.update(report.skipped)
             t.alerts_fired.update(a.rule.rule_type for a in report.alerts)
             t.batch_size.observe_many((report.records,))
-            for stage, seconds in zip(
-                FLUSH_STAGES,
-                (report.db_seconds, report.redis_seconds, report.alert_seconds,
-                 report.total_seconds),
-                strict=True,
-            ):  # fmt: skip
-                t.flush_duration[stage].observe_many((seconds,))
+            stages = dict(report.stage_seconds)
+            stages.update(alerts=report.alert_seconds, total=report.total_seconds)
+            for stage, seconds in stages.items():
+                histogram = t.flush_duration.get(stage)
+                if histogram is None:
+                    histogram = t.flush_duration[stage] = Histogram(DURATION_BUCKETS)
+                histogram.observe_many((seconds,))
             t.e2e_latency.observe_many(latencies)
             p = self._partitions.setdefault(report.partition, PartitionCounters())
             p.messages += report.messages
@@ -255,6 +292,10 @@ class Ledger:
             return replace(
                 t,
                 rebalances=Counter(t.rebalances),
+                records_written=Counter(t.records_written),
+                retries=Counter(t.retries),
+                skipped_batches=Counter(t.skipped_batches),
+                refused=Counter(t.refused),
                 dead_letters=Counter(t.dead_letters),
                 alerts_fired=Counter(t.alerts_fired),
                 batch_size=t.batch_size.copy(),

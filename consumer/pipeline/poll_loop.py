@@ -24,9 +24,10 @@ from consumer import __version__
 from consumer.dependencies import Dependencies
 from consumer.pipeline.batching import PendingMessage
 from consumer.pipeline.flow_control import FlowControl
-from consumer.pipeline.intake import UNDECODABLE, DeviceClock, read_message
+from consumer.pipeline.intake import DeviceClock, read_message
 from consumer.pipeline.ledger import Ledger
 from consumer.pipeline.offsets import CommitBook
+from consumer.pipeline.reasons import DeadLetterReason
 from consumer.pipeline.view import LoopView, PartitionView
 from consumer.pipeline.worker import PartitionWorker
 from consumer.settings import Settings
@@ -56,8 +57,8 @@ def consumer_config(settings: Settings) -> dict[str, object]:
         "heartbeat.interval.ms": 2_000,
         "max.poll.interval.ms": 300_000,
         # A fetch waits for 64 KB or 10 ms: at a steady few thousand readings/s that is
-        # ~100 fetches/s instead of one per produced batch (the broker's CPU per reading
-        # fell from ~96 to ~70 us at 5,000/s), for at most 10 ms of added latency.
+        # ~100 fetches/s instead of one per produced batch (less broker CPU per reading,
+        # docs/performance.md), for at most 10 ms of added latency.
         "fetch.wait.max.ms": 10,
         "fetch.min.bytes": 65_536,
         # librdkafka's prefetch buffer (64 MB by default) is most of a replica's memory
@@ -115,8 +116,9 @@ class PollLoop:
         self._fatal: str | None = None
         self._stop_deadline: float | None = None  # monotonic; set by request_stop
         self._phase = "starting"
-        make = make_consumer or (lambda on_commit, on_error: _kafka_consumer(
-            settings, on_commit, on_error))  # fmt: skip
+        make = make_consumer or (
+            lambda on_commit, on_error: _kafka_consumer(settings, on_commit, on_error)
+        )
         self._consumer = make(self._on_commit, self._on_error)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -236,9 +238,15 @@ class PollLoop:
             if partition is None or offset is None:  # only error events lack them
                 continue
             pending = read_message(
-                offset, msg.timestamp()[1], msg.key(), msg.value(), max_readings, max_bytes,
-                self._clock, self._future_horizon,
-            )  # fmt: skip
+                offset,
+                msg.timestamp()[1],
+                msg.key(),
+                msg.value(),
+                max_readings,
+                max_bytes,
+                self._clock,
+                self._future_horizon,
+            )
             headers: Any = msg.headers()  # None for a gateway's message: cheap to ask
             if headers:
                 pending.carried = tuple(
@@ -250,10 +258,18 @@ class PollLoop:
             records += len(pending.records)
             unkeyed += pending.unkeyed
             from_kafka += pending.timestamps_from_kafka
-            if pending.dead_letter is not None and pending.dead_letter.reason == UNDECODABLE:
-                log.error("decoder failed unexpectedly; message dead-lettered",
-                          extra={"partition": partition, "offset": offset,
-                                 "error": pending.dead_letter.detail[:300]})  # fmt: skip
+            if (
+                pending.dead_letter is not None
+                and pending.dead_letter.reason is DeadLetterReason.UNDECODABLE
+            ):
+                log.error(
+                    "decoder failed unexpectedly; message dead-lettered",
+                    extra={
+                        "partition": partition,
+                        "offset": offset,
+                        "error": pending.dead_letter.detail[:300],
+                    },
+                )
         self._ledger.consumed(len(messages), records, unkeyed, from_kafka)
         for partition, batch in by_partition.items():
             owned = self._owned.get(partition)

@@ -23,6 +23,16 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from consumer import __version__
+from consumer.sinks.base import (
+    ORDER_DEAD_LETTERS,
+    Abandoned,
+    Policy,
+    SinkBase,
+    SinkBatch,
+    SinkContext,
+    SinkResult,
+)
+from consumer.sinks.errors import Retryable
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +121,9 @@ def fit(key: bytes | None, value: bytes | None, headers: Headers, limit: int) ->
     """The letter as sent within `limit` bytes: unchanged when it fits, else truncated with
     the original sizes and digests in headers (the key is cut only when it alone is big)."""
     if letter_size(key, value, headers) <= limit:
-        return Delivery(key, value, headers, original_key=key, original_value=value,
-                        base_headers=headers)  # fmt: skip
+        return Delivery(
+            key, value, headers, original_key=key, original_value=value, base_headers=headers
+        )
     marks: Headers = [
         (TRUNCATED_HEADER, b"true"),
         (ORIGINAL_KEY_BYTES, str(len(key or b"")).encode()),
@@ -122,12 +133,21 @@ def fit(key: bytes | None, value: bytes | None, headers: Headers, limit: int) ->
     ]
     sent_headers = headers + marks
     room = max(0, limit - letter_size(None, None, sent_headers))
-    cut_key = key if key is None or len(key) <= min(room, TRUNCATED_KEY_BYTES) else (
-        key[: min(room, TRUNCATED_KEY_BYTES)])  # fmt: skip
+    cut_key = (
+        key
+        if key is None or len(key) <= min(room, TRUNCATED_KEY_BYTES)
+        else (key[: min(room, TRUNCATED_KEY_BYTES)])
+    )
     room -= len(cut_key or b"")
     cut_value = value if value is None else value[:room]
-    return Delivery(cut_key, cut_value, sent_headers, original_key=key, original_value=value,
-                    base_headers=headers)  # fmt: skip
+    return Delivery(
+        cut_key,
+        cut_value,
+        sent_headers,
+        original_key=key,
+        original_value=value,
+        base_headers=headers,
+    )
 
 
 def producer_max_bytes(client_props: dict[str, str]) -> int:
@@ -156,7 +176,14 @@ def dlq_producer_config(
     }
 
 
-class DeadLetterSink:
+class DeadLetterSink(SinkBase):
+    """Required: a dead letter counts as handled only once the broker acknowledged it."""
+
+    name = "dlq"
+    dependency = "kafka"
+    policy = Policy.REQUIRED
+    order = ORDER_DEAD_LETTERS
+
     def __init__(
         self,
         bootstrap_servers: str,
@@ -194,6 +221,38 @@ class DeadLetterSink:
         headers.extend(carried)
         return self._produce(fit(key, value, headers, self.max_bytes))
 
+    def write_batch(self, batch: SinkBatch) -> SinkResult:
+        """Send the batch's letters not yet acknowledged and wait for the broker's answers;
+        a failed delivery raises `Retryable` and is resent on the flush's next attempt."""
+        for letter in batch.letters:
+            sent: Delivery | None = letter.delivery
+            if sent is None:
+                m = letter.message
+                letter.delivery = self.send(
+                    key=m.key,
+                    value=m.value,
+                    reason=letter.reason,
+                    detail=letter.detail,
+                    source_topic=batch.source_topic,
+                    source_partition=batch.partition,
+                    source_offset=m.offset,
+                    source_timestamp_ms=m.timestamp_ms,
+                    carried=m.carried,
+                )
+            elif sent.error is not None:
+                letter.delivery = self.resend(sent)
+        for letter in batch.letters:
+            while not letter.delivery.done.wait(0.2):
+                if batch.cancel.is_set():
+                    raise Abandoned
+        failed = [letter.delivery for letter in batch.letters if letter.delivery.error]
+        if failed:
+            raise Retryable(f"{len(failed)} dead letters not delivered: {failed[0].error}")
+        return SinkResult()  # letters are counted by reason, not as readings written
+
+    def stats(self) -> dict[str, int]:
+        return {"truncated": self.truncated}
+
     def resend(self, failed: Delivery) -> Delivery:
         """Send again; a letter refused as too large comes back at half its size."""
         key = failed.original_key if failed.base_headers is not None else failed.key
@@ -230,9 +289,12 @@ class DeadLetterSink:
                 self.truncated += 1
                 log.warning(
                     "dead letter truncated to fit the DLQ size limit; replay will refuse it",
-                    extra={"limit_bytes": self.max_bytes, "sent_bytes": delivery.size(),
-                           "original_value_bytes": len(delivery.original_value or b"")},
-                )  # fmt: skip
+                    extra={
+                        "limit_bytes": self.max_bytes,
+                        "sent_bytes": delivery.size(),
+                        "original_value_bytes": len(delivery.original_value or b""),
+                    },
+                )
             return delivery
 
     def _shrunk(self, delivery: Delivery, limit: int) -> Delivery:
@@ -252,3 +314,10 @@ class DeadLetterSink:
         self._producer.flush(timeout_s)
         self._stop.set()
         self._thread.join(timeout=2)
+
+
+def build_sink(context: SinkContext) -> DeadLetterSink:
+    s = context.settings
+    return DeadLetterSink(
+        s.kafka_bootstrap_servers, s.dlq_topic, s.kafka_client, s.dlq_delivery_timeout_s
+    )

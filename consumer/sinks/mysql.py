@@ -36,6 +36,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 from consumer.health_alerts.rules import SIGN_FIELDS, Alert
+from consumer.sinks.base import ORDER_STORE, Policy, SinkBase, SinkBatch, SinkContext, SinkResult
+from consumer.sinks.errors import Bug, Contention, Retryable, RowFault
 from consumer.sinks.mysql_rows import (
     ALERT_COLUMNS,
     DAILY_FIELDS,
@@ -55,13 +57,14 @@ log = logging.getLogger(__name__)
 # How a DB error is handled is decided by its class, never by "everything else":
 # - the connection failed (client codes 2000-2999, InterfaceError, an invalidated
 #   connection) or the server says it cannot work now (SERVER_NOT_READY):
-#   `DatabaseUnavailable`, retried forever, health names MySQL;
+#   `Retryable`, retried forever, health names MySQL;
 # - contention (lock wait, deadlock) and an exhausted pool: `Contention`, retried, but
 #   MySQL is not down;
 # - the server answered with any other error: the values of some row are at fault,
-#   `RowRejected`; the flush isolates the row (a value out of range, a CHECK, a trigger's
-#   SIGNAL, a foreign key of an adopted table, ...) and dead-letters it alone;
-# - a statement the server cannot parse: `BugInStatement`; anything not from the DB: a bug.
+#   `RowRejected` (a `RowFault`); the flush isolates the row (a value out of range, a
+#   CHECK, a trigger's SIGNAL, a foreign key of an adopted table, ...) and dead-letters it;
+# - a statement the server cannot parse: `BugInStatement` (a `Bug`); anything not from the
+#   DB: a bug too (`sinks.errors`).
 SERVER_NOT_READY = frozenset(
     {
         1021,  # disk full
@@ -93,7 +96,7 @@ SERVER_NOT_READY = frozenset(
 CONTENTION = frozenset({1205, 1213})  # lock wait timeout, deadlock: retry the transaction
 
 
-class RowRejected(Exception):
+class RowRejected(RowFault):
     """The server rejected the statement because of the values of some row."""
 
 
@@ -102,19 +105,11 @@ class RowsNotStored(RowRejected):
     unique index of an adopted table, say): not duplicates, so the flush isolates them."""
 
 
-class BugInStatement(Exception):
+class BugInStatement(Bug):
     """The server could not parse what we sent: retrying cannot help, isolating may."""
 
 
 PARSE_ERROR = 1064
-
-
-class DatabaseUnavailable(Exception):
-    """The connection failed or the server cannot work now: retried, never dropped."""
-
-
-class Contention(DatabaseUnavailable):
-    """Lock wait, deadlock or no free pooled connection: retried; MySQL itself is up."""
 
 
 @dataclass(slots=True)
@@ -133,7 +128,7 @@ def make_engine(database_url: str, pool_size: int) -> Engine:
 
     Two round trips per flush, not four. No pre-ping: a connection the server dropped
     fails its first statement as a disconnect, SQLAlchemy invalidates the pool, and the
-    flush retries it like any outage (`DatabaseUnavailable`), so the ping bought nothing
+    flush retries it like any outage (`Retryable`), so the ping bought nothing
     but a round trip per flush. No blanket rollback when a connection returns to the
     pool: `_rollback_if_open` asks the server status of the last reply instead, so a
     committed flush is not followed by a ROLLBACK while a connection left inside a
@@ -269,15 +264,20 @@ def _insert_sql(table: str, columns: tuple[str, ...], on_duplicate: str) -> str:
 
 def _slow_upsert_sql(table: str, period_column: str, fields: tuple[str, ...]) -> str:
     """Newer readings win per field; older (replayed) ones only fill NULLs, and so does a
-    reading of the same time (a duplicate: the first one stays, issue 18 S3)."""
-    newer = "VALUES(data_timestamp) > data_timestamp"
+    reading of the same time (a duplicate: the first one stays, issue 18 S3). A NULL
+    data_timestamp (an adopted table that had the column NULL-able) is older than any
+    reading, as our default is: NULL must never make the comparison false (issue 18 A4)."""
+    newer = "(data_timestamp IS NULL OR VALUES(data_timestamp) > data_timestamp)"
     updates = [
         f"{f} = IF({newer}, COALESCE(VALUES({f}), {f}), COALESCE({f}, VALUES({f})))" for f in fields
     ]
     updates += [f"{p} = COALESCE(VALUES({p}), {p})" for p in PARTY_FIELDS]
     updates.append("update_time = CURRENT_TIMESTAMP")
     # Last: MySQL evaluates assignments left to right, the IFs above must see the old value.
-    updates.append("data_timestamp = GREATEST(data_timestamp, VALUES(data_timestamp))")
+    updates.append(
+        "data_timestamp = GREATEST(COALESCE(data_timestamp, VALUES(data_timestamp)), "
+        "VALUES(data_timestamp))"
+    )
     columns = ("device_sn", *PARTY_FIELDS, period_column, *fields, "data_timestamp")
     return _insert_sql(table, columns, ", ".join(updates))
 
@@ -320,9 +320,15 @@ class RedoWithInsert(Exception):
     """The LOAD DATA of a batch cannot be used as it is: roll back, write it with INSERT."""
 
 
-class MySQLSink:
-    """Writes batches; `load_data=False` forces the rendered INSERT for the health rows
-    (otherwise LOAD DATA is used on every connection whose server allows it)."""
+class MySQLSink(SinkBase):
+    """The store of record: writes batches; `load_data=False` forces the rendered INSERT
+    for the health rows (otherwise LOAD DATA is used on every connection whose server
+    allows it)."""
+
+    name = "mysql"
+    dependency = "mysql"
+    policy = Policy.REQUIRED
+    order = ORDER_STORE
 
     def __init__(self, engine: Engine, load_data: bool = True) -> None:
         self.engine = engine
@@ -336,8 +342,27 @@ class MySQLSink:
         self.exact_keys: frozenset[str] | None = None  # see _exact_keys
         self.partitioned: bool | None = None  # see _partitioned
 
+    def write_batch(self, batch: SinkBatch) -> SinkResult:
+        """The sink protocol: the readings and the alerts fired on them, one transaction;
+        a batch without readings opens none."""
+        if not batch.records and not batch.alerts:
+            return SinkResult()
+        result = self.write(batch.records, batch.alerts)
+        return SinkResult(result.inserted, result.duplicates, result.new_alerts)
+
+    def health(self) -> tuple[bool, str | None]:
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, None
+
+    def stats(self) -> dict[str, int]:
+        return {"load_data_redone": self.load_data_redone, "rows_refilled": self.rows_refilled}
+
     def write(self, records: list[HealthRecord], alerts: list[Alert]) -> WriteResult:
-        """Write one batch atomically; raise RowRejected or DatabaseUnavailable.
+        """Write one batch atomically; raise RowRejected or Retryable.
 
         Anything else that escapes is a bug (ours or the driver's): the flush isolates it.
         """
@@ -770,12 +795,16 @@ def classify(orig: BaseException | None, connection_invalidated: bool) -> Except
         or not isinstance(code, int)
         or 2000 <= code < 3000  # client errors: the connection, not the statement
     ):
-        return DatabaseUnavailable(f"{type(orig).__name__}: {orig}")
+        return Retryable(f"{type(orig).__name__}: {orig}")
     text = f"{code}: {orig.args[1] if len(orig.args) > 1 else orig}"
     if code in CONTENTION:
         return Contention(text)
     if code in SERVER_NOT_READY:
-        return DatabaseUnavailable(text)
+        return Retryable(text)
     if code == PARSE_ERROR:
         return BugInStatement(text)
     return RowRejected(text)
+
+
+def build_sink(context: SinkContext) -> MySQLSink:
+    return MySQLSink(context.engine, load_data=context.settings.db_load_data)

@@ -20,8 +20,8 @@ from consumer.db.tables import (
     ALERT_DESC_LENGTH,
     DAILY_FIELDS,
     HEALTH_COLUMNS,
+    LEGACY_UPLOAD_METHOD_ENUM,
     UPLOAD_METHOD_RAW_LENGTH,
-    UPLOAD_METHODS,
     WEEKLY_FIELDS,
 )
 from consumer.health_alerts.rules import Alert
@@ -36,7 +36,7 @@ PARTY_FIELDS: tuple[str, ...] = ("customer_id", "org_id", "user_id")
 # stored as 'common_event', the legacy's value for "not a regular uplink", so an unknown
 # uplink never inflates the wifi count; upload_method_raw keeps what was sent.
 _UPLOAD_METHOD_OF: dict[str | None, str] = {None: "wifi", "": "wifi", "4g": "esim"}
-_UPLOAD_METHOD_OF.update((m, m) for m in UPLOAD_METHODS)
+_UPLOAD_METHOD_OF.update((m, m) for m in LEGACY_UPLOAD_METHOD_ENUM)
 UNKNOWN_UPLOAD_METHOD = "common_event"
 
 

@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from consumer.health_alerts.rules import Alert
 from consumer.pipeline.retry import Backoff
+from consumer.sinks.base import ORDER_CACHE, Policy, SinkBase, SinkBatch, SinkContext, SinkResult
 from consumer.sinks.redis_hash import latest_state_args
 from schemas.record import HealthRecord
 
@@ -66,7 +67,14 @@ class RedisResult:
     key_errors: int = 0  # devices whose key Redis refused (WRONGTYPE, script error)
 
 
-class RedisSink:
+class RedisSink(SinkBase):
+    """Best effort: the offset never waits for a cache."""
+
+    name = "redis"
+    dependency = "redis"
+    policy = Policy.BEST_EFFORT
+    order = ORDER_CACHE
+
     def __init__(
         self,
         url: str,
@@ -87,6 +95,19 @@ class RedisSink:
         self._open_until = 0.0  # while now < this, Redis is known down: skip fast
         self._down = False  # once down, a probe gets one try, not the full retry budget
         self._logged_keys: set[str] = set()
+
+    def write_batch(self, batch: SinkBatch) -> SinkResult:
+        """The sink protocol: the readings the stores kept; the alerts stored first now
+        (a replay publishes nothing twice)."""
+        if not batch.records and not batch.new_alerts:
+            return SinkResult()
+        result = self.update(batch.records, batch.new_alerts)
+        written = 0 if result.skipped else len(batch.records)
+        return SinkResult(written=written, refused=result.key_errors, skipped=result.skipped)
+
+    def health(self) -> tuple[bool, str | None]:
+        up = self.ping()
+        return up, None if up else "PING failed"
 
     def update(self, records: list[HealthRecord], alerts: list[Alert]) -> RedisResult:
         """Apply the newest reading of each device and publish alerts; never raises."""
@@ -196,7 +217,7 @@ class RedisSink:
         except redis.RedisError:
             return False
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 0.0) -> None:
         self._client.close()
 
 
@@ -228,4 +249,14 @@ def alert_message(alert: Alert) -> bytes:
             "org_id": r.org_id,
             "user_id": r.user_id,
         }
+    )
+
+
+def build_sink(context: SinkContext) -> RedisSink:
+    s = context.settings
+    return RedisSink(
+        s.redis_url.get_secret_value(),
+        s.redis_socket_timeout_s,
+        s.redis_retry_max_s,
+        on_status=lambda up, err: context.dependencies.report("redis", up, err),
     )

@@ -237,9 +237,14 @@ class Run:
                     "trend_duration, severity_level, alert_message, customer_id) "
                     "VALUES (:t, :s, :lo, :n, 'warning', :t, :c)"
                 ),
-                {"t": TREND_RULE[0], "s": TREND_RULE[1], "lo": TREND_RULE[2],
-                 "n": TREND_RULE[3], "c": TREND_CUSTOMER},
-            )  # fmt: skip
+                {
+                    "t": TREND_RULE[0],
+                    "s": TREND_RULE[1],
+                    "lo": TREND_RULE[2],
+                    "n": TREND_RULE[3],
+                    "c": TREND_CUSTOMER,
+                },
+            )
         client = redis.Redis.from_url(self.stack.redis_url)
         client.flushdb()
         client.close()
@@ -383,9 +388,13 @@ class Run:
 
     def estimate_s(self, steps: list[tuple[str, Callable[[], None], float]]) -> float:
         """Planned length of the fault phase: the producer spreads its load over it."""
-        cost = {"kill9": 4, "db_outage": self.profile.outage_s + 12,
-                "redis_outage": self.profile.outage_s + 3, "broker_restart": 25,
-                "storm": self.profile.storm_s + 20}  # fmt: skip
+        cost = {
+            "kill9": 4,
+            "db_outage": self.profile.outage_s + 12,
+            "redis_outage": self.profile.outage_s + 3,
+            "broker_restart": 25,
+            "storm": self.profile.storm_s + 20,
+        }
         return sum(settle + cost.get(name, 3) for name, _, settle in steps)
 
     # --- the run ------------------------------------------------------------------------
@@ -475,8 +484,11 @@ class Run:
         # MariaDB and the broker must keep their data across services.sh down/up; Redis has
         # no persistence, so its drop is reported in the timeline, not held against it.
         kept = [r for r in self.restarts if r[0] != "redis"]
-        lost = [f"{svc}: {before} before the stop, {after} after" for svc, before, after in kept
-                if after < before or after < 0]  # fmt: skip
+        lost = [
+            f"{svc}: {before} before the stop, {after} after"
+            for svc, before, after in kept
+            if after < before or after < 0
+        ]
         invariants.append(
             Invariant(
                 "services keep their data across stop/start",

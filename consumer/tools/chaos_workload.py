@@ -67,9 +67,14 @@ CRAFTED: dict[str, frozenset[str]] = {
 # Since issue 8 an unusable slow field costs only itself: these kinds keep their reading
 # (without the field) and are dead-lettered once as invalid_slow_field.
 KEEPS_READING = frozenset(
-    {"missing_timestamp", "f1_deep_slow_raw", "f1_deep_slow_string", "f3_sleep_digits",
-     "f4_sleep_huge"}
-)  # fmt: skip
+    {
+        "missing_timestamp",
+        "f1_deep_slow_raw",
+        "f1_deep_slow_string",
+        "f3_sleep_digits",
+        "f4_sleep_huge",
+    }
+)
 # F5: valid readings whose SN / upload method hold '%': stored byte-exact, never poison.
 F5_SNS = ("SN%s", "A%sB%s", "AB%(x)s", "P100%", "Q%%d%n", "R%%5")
 F5_METHODS = ("100%", "a%sb%s", "ab%(x)s", "%s", "wifi", "50%%")

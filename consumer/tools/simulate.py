@@ -30,7 +30,8 @@ INVALID_KINDS = (
     "schema_violation",
     "key_mismatch",
 )
-UPLOAD_METHODS = ("wifi", "wifi", "wifi", "bluetooth", "4g", "common_event")
+# Uplinks drawn with these weights (half wifi), from schemas.clean.UPLOAD_METHODS.
+_UPLINK_DRAWS = ("wifi", "wifi", "wifi", "bluetooth", "4g", "common_event")
 TS_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -134,7 +135,7 @@ class ReadingGenerator:
             "latitude": f"{d.lat + r.uniform(-0.001, 0.001):.6f}",
             "longitude": f"{d.lon + r.uniform(-0.001, 0.001):.6f}",
             "altitude": f"{r.uniform(5, 60):.1f}",
-            "upload_method": UPLOAD_METHODS[r.randrange(len(UPLOAD_METHODS))],
+            "upload_method": _UPLINK_DRAWS[r.randrange(len(_UPLINK_DRAWS))],
             "timestamp": d.clock.strftime(TS_FORMAT),
             "customerId": d.customer_id,
             "orgId": d.org_id,

@@ -23,8 +23,8 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from consumer.db.migrate import migrate
+from consumer.sinks.errors import Retryable
 from consumer.sinks.mysql import (
-    DatabaseUnavailable,
     MySQLSink,
     RowsNotStored,
     WriteResult,
@@ -95,7 +95,7 @@ def write_concurrently(
                     try:
                         result = sink.write(batch, [])
                         break
-                    except DatabaseUnavailable:
+                    except Retryable:
                         time.sleep(pause_s)
                 else:
                     raise AssertionError(f"a batch failed {attempts} times")

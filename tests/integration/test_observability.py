@@ -218,7 +218,7 @@ def test_redis_outage_degrades_but_the_db_keeps_filling(stack: Stack) -> None:
         # The Redis step follows the DB commit and gives up after REDIS_RETRY_MAX_S: the
         # rows can be visible a moment before the skipped update is counted.
         wait_for(
-            lambda: proc.metric("health_consumer_redis_errors_total") > 0,
+            lambda: proc.metric("health_consumer_sink_skipped_batches_total{sink=redis}") > 0,
             30,
             what="a skipped Redis update counted",
         )

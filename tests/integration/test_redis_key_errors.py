@@ -86,11 +86,15 @@ def test_through_the_real_process_redis_stays_up_and_the_alert_goes_out_once(
     stack.produce(messages)
     proc = stack.consumer(BATCH_MAX_WAIT_MS="50").start()
     try:
-        wait_for(lambda: proc.metric("health_consumer_redis_keys_refused_total") >= 1, 60)
+        wait_for(
+            lambda: proc.metric("health_consumer_sink_refused_items_total{sink=redis}") >= 1, 60
+        )
         wait_for(lambda: stack.health_rows() == 3, 30)
         status, body = proc.json("/readyz")
         assert status == 200, body
-        assert proc.metric("health_consumer_redis_errors_total") == 0  # no batch skipped
+        assert (
+            proc.metric("health_consumer_sink_skipped_batches_total{sink=redis}") == 0
+        )  # no batch skipped
         alerts = []
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline:

@@ -20,7 +20,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.health_alerts.rules import Alert
-from consumer.sinks.dlq import Delivery
+from consumer.sinks.base import ORDER_CACHE, ORDER_STORE, Policy, SinkBase, SinkBatch, SinkResult
+from consumer.sinks.dlq import DeadLetterSink, Delivery
 from consumer.sinks.mysql import WriteResult
 from consumer.sinks.redis import RedisResult
 from schemas.record import HealthRecord
@@ -180,8 +181,10 @@ class FakeConsumer:
         self.closed = True
 
 
-class FakeMySQL:
+class FakeMySQL(SinkBase):
     """Records committed batches; `fail` decides per call what to raise (or None)."""
+
+    name, dependency, policy, order = "mysql", "mysql", Policy.REQUIRED, ORDER_STORE
 
     def __init__(self, fail: Callable[[list[HealthRecord]], Exception | None] | None = None):
         self.fail = fail or (lambda records: None)
@@ -201,21 +204,38 @@ class FakeMySQL:
         self.alerts.extend(alerts)
         return WriteResult(inserted=len(records), new_alerts=list(alerts))
 
+    def write_batch(self, batch: SinkBatch) -> SinkResult:
+        if not batch.records and not batch.alerts:
+            return SinkResult()
+        result = self.write(batch.records, batch.alerts)
+        return SinkResult(result.inserted, result.duplicates, result.new_alerts)
 
-class FakeRedis:
+
+class FakeRedis(SinkBase):
+    name, dependency, policy, order = "redis", "redis", Policy.BEST_EFFORT, ORDER_CACHE
+
     def __init__(self) -> None:
         self.updates: list[list[HealthRecord]] = []
+
+    def write_batch(self, batch: SinkBatch) -> SinkResult:
+        result = self.update(batch.records, batch.new_alerts)
+        return SinkResult(written=result.updated)
 
     def update(self, records: list[HealthRecord], alerts: list[Alert]) -> RedisResult:
         self.updates.append(records)
         return RedisResult(updated=len(records))
 
 
-class FakeDLQ:
-    """Acknowledges every dead letter at once and keeps (reason, offset, detail)."""
+class FakeDLQ(DeadLetterSink):
+    """The real sink's batch handling; acknowledges every dead letter at once and keeps
+    (reason, offset, detail)."""
 
-    def __init__(self) -> None:
+    def __init__(self) -> None:  # no producer
         self.letters: list[tuple[str, int, str]] = []
+        self.truncated = 0
+
+    def close(self, timeout_s: float = 0.0) -> None:
+        return None
 
     def send(
         self,
@@ -252,9 +272,9 @@ class FlakyRules:
         self.failures = failures
 
     def rules(self) -> list[Any]:
-        from consumer.sinks.mysql import DatabaseUnavailable
+        from consumer.sinks.errors import Retryable
 
         if self.failures > 0:
             self.failures -= 1
-            raise DatabaseUnavailable("alert rules not loaded yet: gone")
+            raise Retryable("alert rules not loaded yet: gone")
         return self._rules

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import UniqueConstraint
@@ -79,7 +82,8 @@ def legacy_schema(**replace: TableInfo | None) -> dict[str, TableInfo]:
         infos = tuple(
             ColumnInfo(
                 c,
-                LEGACY_TYPES.get((name, c), "bigint" if c.endswith("id") else "varchar(255)"),
+                # Unlisted: a type the plan does not judge ("x").
+                LEGACY_TYPES.get((name, c), "bigint" if c.endswith("id") else "x"),
                 nullable=c not in ("id", "device_sn", "upload_method"),
                 default="'wifi'" if c == "upload_method" else None,
             )
@@ -99,7 +103,7 @@ def target_shaped() -> dict[str, TableInfo]:
     """A database exactly like the migrated fresh schema."""
     out = {}
     for table in TABLES:
-        columns = tuple(ColumnInfo(c.name, "x") for c in table.columns)
+        columns = tuple(ColumnInfo(c.name, "x", nullable=bool(c.nullable)) for c in table.columns)
         keys = [IndexInfo("PRIMARY", ("id",), True)]
         keys += [
             IndexInfo(str(c.name), tuple(col.name for col in c.columns), True)
@@ -144,25 +148,26 @@ def test_the_plan_never_drops_renames_or_narrows() -> None:
         assert verb not in sql
     assert "MODIFY" not in sql  # the production ENUM already has 'esim'
     # The only DELETE is the move of duplicates, whose rows were copied first.
-    assert sql.count("DELETE FROM") == 2 and sql.count("INSERT INTO `T_") == 2
+    assert sql.count("DELETE FROM `T_") == 2 and sql.count("INSERT INTO `T_") == 2
+    assert sql.count("ALTER TABLE") == sql.count("LOCK=NONE")  # writers keep writing
 
 
-def test_duplicates_move_to_a_side_table_keeping_the_lowest_id() -> None:
+def test_duplicates_move_to_a_side_table_in_chunks_keeping_the_lowest_id() -> None:
     plan = plan_adoption(legacy_schema(), TABLES)
     move = next(s for s in plan.steps if s.move is not None)
-    create_side, pick, copy, delete, drop = move.statements
+    create_side, pairs, lock, copy, delete = move.statements
     assert create_side == (
         "CREATE TABLE IF NOT EXISTS `t_user_health_data_dup` LIKE `t_user_health_data`"
     )
-    assert "MIN(`id`) AS keep_id" in pick and "t.`id` <> d.keep_id" in pick
-    assert "`device_sn` IS NOT NULL AND `timestamp` IS NOT NULL" in pick
+    assert "MIN(`id`) AS keep_id" in pairs and "t.`id` <> d.keep_id" in pairs
+    assert "`device_sn` IS NOT NULL AND `timestamp` IS NOT NULL" in pairs
+    # A chunk locks a row only while its keeper still holds the same key.
+    assert "k.`id` = m.keep_id AND k.`device_sn` = t.`device_sn`" in lock
+    assert lock.endswith("FOR UPDATE")
     assert copy.startswith("INSERT INTO `t_user_health_data_dup` (`id`, `phone_number`")
-    assert copy.endswith("WHERE `id` IN (SELECT id FROM `hs_adopt_move`)")
+    assert copy.format(ids="1, 2").endswith("WHERE `id` IN (1, 2)")
     assert "`upload_method_raw`" in copy  # the column added by the step before
-    assert (
-        delete == "DELETE FROM `t_user_health_data` WHERE `id` IN (SELECT id FROM `hs_adopt_move`)"
-    )
-    assert drop == "DROP TEMPORARY TABLE `hs_adopt_move`"
+    assert delete.format(ids="7") == "DELETE FROM `t_user_health_data` WHERE `id` IN (7)"
     assert "HAVING COUNT(*) > 1" in move.move.count_sql  # type: ignore[union-attr]
 
 
@@ -252,12 +257,13 @@ def test_notes_name_the_narrow_legacy_columns() -> None:
     assert not any(n.startswith("t_user_health_data.device_sn") for n in notes)  # 255 = 255
 
 
-def test_render_wraps_moves_in_a_transaction_and_skips_empty_ones() -> None:
+def test_render_shows_the_chunk_transaction_and_skips_empty_moves() -> None:
     plan = plan_adoption(legacy_schema(), TABLES)
     moves = [i for i, s in enumerate(plan.steps) if s.move is not None]
     text = adopt.render(plan, {moves[0]: 3, moves[1]: 0})
     assert "--   3 row(s) to move" in text and "--   0 row(s) to move; nothing to run" in text
     assert text.count("START TRANSACTION;") == text.count("COMMIT;") == 1
+    assert f"per chunk of {adopt.MOVE_CHUNK_ROWS} ids (READ COMMITTED" in text
     moving = text[text.index("3 row(s) to move") :]
     # The side table is DDL (an implicit commit): it comes before the transaction.
     assert moving.index("CREATE TABLE IF NOT EXISTS") < moving.index("START TRANSACTION;")
@@ -293,3 +299,96 @@ def test_target_tables_have_the_legacy_columns() -> None:
         assert set(legacy_columns) <= {c.name for c in table.columns}, name
     # Never narrower than legacy: 255 everywhere on a fresh database.
     assert {t.c.device_sn.type.length for t in TABLES if "device_sn" in t.c} == {255}
+
+
+def with_table(name: str, **changes: Any) -> dict[str, TableInfo]:
+    return legacy_schema(**{name: dataclasses.replace(legacy_schema()[name], **changes)})
+
+
+def health_with_column(column: ColumnInfo) -> dict[str, TableInfo]:
+    health = legacy_schema()["t_user_health_data"]
+    return with_table("t_user_health_data", columns=(*health.columns, column))
+
+
+def test_a_column_of_another_kind_is_refused_before_anything_runs() -> None:
+    """A4: an INT upload_method_raw refuses every 'wifi' we write (error 1366)."""
+    plan = plan_adoption(health_with_column(ColumnInfo("upload_method_raw", "int(11)")), TABLES)
+    assert len(plan.conflicts) == 1
+    assert plan.conflicts[0].startswith(
+        "t_user_health_data.upload_method_raw is int(11) (integer); the consumer writes "
+        "VARCHAR(64) (text)"
+    )
+    assert adopt.refusals(plan, {}, {}) == list(plan.conflicts)
+    assert "-- REFUSED: t_user_health_data.upload_method_raw" in adopt.render(plan)
+
+
+@pytest.mark.parametrize(
+    ("column", "legacy_type"),
+    [
+        ("heart_rate", "bigint(20)"),  # integer into a wider integer
+        ("temperature", "double"),  # decimal into a float: the notes say so
+        ("temperature", "int(11)"),  # rounded: a note, not a refusal
+        ("upload_method_raw", "text"),
+        ("timestamp", "timestamp"),
+        ("device_sn", "char(32)"),
+    ],
+)
+def test_a_column_of_the_same_kind_is_kept(column: str, legacy_type: str) -> None:
+    health = legacy_schema()["t_user_health_data"]
+    columns = tuple(c for c in health.columns if c.name != column)
+    plan = plan_adoption(
+        with_table("t_user_health_data", columns=(*columns, ColumnInfo(column, legacy_type))),
+        TABLES,
+    )
+    assert plan.conflicts == ()
+
+
+def test_a_null_able_data_timestamp_is_kept_and_named() -> None:
+    """A4: the sink reads a NULL there as the oldest time (test_adopt_online checks it)."""
+    daily = legacy_schema()["t_user_health_data_daily"]
+    column = ColumnInfo("data_timestamp", "datetime", nullable=True)
+    plan = plan_adoption(
+        with_table("t_user_health_data_daily", columns=(*daily.columns, column)), TABLES
+    )
+    assert plan.conflicts == ()
+    assert any(
+        n.startswith("t_user_health_data_daily.data_timestamp stays NULL-able") for n in plan.notes
+    )
+
+
+CASCADE = adopt.ForeignKey(
+    "fk_alert_health", "t_alert_info", ("health_id",), "t_user_health_data", ("id",), "CASCADE"
+)
+
+
+def test_a_foreign_key_onto_a_duplicate_refuses_only_when_rows_point_at_one() -> None:
+    """A1/A2: moving a duplicate a legacy alert points at would cascade-delete the alert."""
+    plan = plan_adoption(with_table("t_user_health_data", referenced_by=(CASCADE,)), TABLES)
+    i = next(i for i, s in enumerate(plan.steps) if s.move and s.table == "t_user_health_data")
+    move = plan.steps[i].move
+    assert move is not None and move.referenced_by == (CASCADE,)
+    assert move.reference_sql == (
+        "SELECT COUNT(*) FROM `t_alert_info` c JOIN `t_user_health_data` t ON "
+        "c.`health_id` = t.`id` WHERE t.`id` IN ({rows})",
+    )
+    assert adopt.refusals(plan, {i: 3}, {i: 0}) == []  # nobody points at the duplicates
+    assert adopt.refusals(plan, {i: 0}, {}) == []  # nothing to move
+    (reason,) = adopt.refusals(plan, {i: 3}, {i: 2})
+    assert reason.startswith("2 row(s) point at duplicate t_user_health_data rows")
+    assert "ON DELETE CASCADE" in reason and "delete those rows with them" in reason
+    assert any("fk_alert_health" in n for n in plan.notes)
+
+
+def test_a_delete_trigger_refuses_a_move_and_other_triggers_are_noted() -> None:
+    triggers = (
+        adopt.Trigger("no_delete", "t_user_health_data", "BEFORE", "DELETE"),
+        adopt.Trigger("audit", "t_user_health_data", "AFTER", "INSERT"),
+    )
+    plan = plan_adoption(with_table("t_user_health_data", triggers=triggers), TABLES)
+    i = next(i for i, s in enumerate(plan.steps) if s.move and s.table == "t_user_health_data")
+    (reason,) = adopt.refusals(plan, {i: 1}, {})
+    assert reason.startswith("t_user_health_data has trigger no_delete (BEFORE DELETE)")
+    assert adopt.refusals(plan, {i: 0}, {}) == []
+    assert any(
+        "trigger audit (AFTER INSERT) is kept; it fires on every row" in n for n in plan.notes
+    )

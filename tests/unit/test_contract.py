@@ -21,15 +21,7 @@ from hypothesis import strategies as st
 
 import schemas.decode
 from consumer.sinks.redis_hash import legacy_hash
-from schemas.decode import (
-    DecodedMessage,
-    MessageError,
-    ReadingError,
-    decode_message,
-    decode_message_reference,
-)
-from schemas.reading import (
-    ALIASES,
+from schemas.clean import (
     ALTITUDE_MAX,
     AMOUNT_MAX,
     AMOUNT_MIN,
@@ -42,6 +34,14 @@ from schemas.reading import (
     TEMPERATURE_MAX,
     TEMPERATURE_MIN,
 )
+from schemas.decode import (
+    DecodedMessage,
+    MessageError,
+    ReadingError,
+    decode_message,
+    decode_message_reference,
+)
+from schemas.reading import ALIASES
 from schemas.record import HealthRecord
 from tests.unit.hostile import SMALL_HOSTILE, default_recursion_limit
 from tests.unit.hostile import encode as encode_hostile

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, get_args
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import example, given, settings
@@ -19,16 +20,16 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import schemas.decode
+import schemas.fast
+from schemas.clean import CENT, MICRO, UPLOAD_METHODS
 from schemas.decode import (
     DecodedMessage,
     MessageError,
-    _Decimals,
-    _Unsure,
-    _WatchReading,
     decode_message,
     decode_message_reference,
 )
-from schemas.reading import CENT, MICRO, UPLOAD_METHODS, Reading
+from schemas.fast import _Decimals, _Unsure, _WatchReading
+from schemas.reading import ALIASES, Reading
 from tests.unit.payloads import (
     ABSENT,
     SAMPLE_UPLOAD,
@@ -41,12 +42,12 @@ from tests.unit.payloads import (
 
 # wire name (also the model's attribute) -> the decoder's cache for it
 DECIMAL_FIELDS: dict[str, _Decimals] = {
-    "body_temperature": schemas.decode._TEMPERATURE,
-    "distance": schemas.decode._DISTANCE,
-    "calorie": schemas.decode._CALORIE,
-    "latitude": schemas.decode._LATITUDE,
-    "longitude": schemas.decode._LONGITUDE,
-    "altitude": schemas.decode._ALTITUDE,
+    "body_temperature": schemas.fast._TEMPERATURE,
+    "distance": schemas.fast._DISTANCE,
+    "calorie": schemas.fast._CALORIE,
+    "latitude": schemas.fast._LATITUDE,
+    "longitude": schemas.fast._LONGITUDE,
+    "altitude": schemas.fast._ALTITUDE,
 }
 REJECTED = "rejected"
 
@@ -161,7 +162,7 @@ def test_the_scale_is_the_fields_even_when_the_text_has_it() -> None:
 
 
 def test_a_full_cache_starts_over(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(schemas.decode, "_CACHE_LIMIT", 4)
+    monkeypatch.setattr(schemas.fast, "_CACHE_LIMIT", 4)
     cache = _Decimals(Decimal(0), Decimal(1000), CENT)
     for i in range(10):
         assert cache[f"{i}.5"] == Decimal(f"{i}.50")
@@ -193,10 +194,14 @@ def outcome(decode: Callable[..., DecodedMessage], value: bytes) -> tuple[str, .
 
 def test_the_watch_struct_is_the_common_shape() -> None:
     ids = {"customerId", "orgId", "userId"}
-    assert set(_WatchReading.__struct_fields__) == schemas.decode._COMMON_NAMES | ids
-    methods = get_args(schemas.decode._UploadMethod)
-    assert set(methods) == set(UPLOAD_METHODS)
-    assert all(UPLOAD_METHODS[m] == m for m in methods)  # stored as sent, as _fast_record
+    assert _WatchReading.__struct_fields__ == schemas.fast.WATCH_FIELDS
+    assert set(_WatchReading.__struct_fields__) == schemas.fast._COMMON_NAMES | ids
+    assert set(schemas.fast.WATCH_FIELDS) <= set(ALIASES.values())  # primary names only
+    info = {f.name: f for f in msgspec.structs.fields(_WatchReading)}
+    assert {f.name for f in info.values() if f.required} == {"deviceSn", "timestamp"}
+    methods = get_args(get_args(info["upload_method"].type)[0])  # Literal[...] | None
+    assert methods == UPLOAD_METHODS  # the one list, kept as sent as _fast_record does
+    assert {m: m for m in UPLOAD_METHODS} == schemas.fast._KNOWN_METHODS
 
 
 WATCH_UPLOADS = {
@@ -298,7 +303,7 @@ GENERAL = {
 
 @pytest.mark.parametrize("value", GENERAL.values(), ids=GENERAL.keys())
 def test_anything_else_goes_the_general_way(value: bytes) -> None:
-    assert schemas.decode._watch_records(value, 5) is None
+    assert schemas.fast.watch_records(value, 5) is None
     assert outcome(decode_message, value) == outcome(decode_message_reference, value)
 
 

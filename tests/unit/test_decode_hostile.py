@@ -22,13 +22,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import schemas.decode
+from schemas.clean import DEVICE_SN_MAX, UPLOAD_METHOD_MAX
 from schemas.decode import (
     DecodedMessage,
     MessageError,
     decode_message,
     decode_message_reference,
 )
-from schemas.reading import ALIASES, DEVICE_SN_MAX, UPLOAD_METHOD_MAX
+from schemas.reading import ALIASES
 from tests.unit.hostile import (
     BAD_BYTES,
     DEEP,

@@ -18,16 +18,7 @@ import pytest
 from pydantic_core import PydanticCustomError
 
 import schemas.decode
-from schemas.decode import (
-    MAX_MESSAGE_BYTES,
-    DecodedMessage,
-    MessageError,
-    ReadingError,
-    decode_message,
-    decode_message_reference,
-)
-from schemas.reading import (
-    ALIASES,
+from schemas.clean import (
     CENT,
     SLOW_FIELD_DEPTH_MAX,
     quantize,
@@ -37,6 +28,15 @@ from schemas.reading import (
     slow_field,
     to_party_id,
 )
+from schemas.decode import (
+    MAX_MESSAGE_BYTES,
+    DecodedMessage,
+    MessageError,
+    ReadingError,
+    decode_message,
+    decode_message_reference,
+)
+from schemas.reading import ALIASES
 from tests.unit.hostile import FIELD_DEPTH_MAX, nested
 from tests.unit.payloads import (
     SAMPLE_UPLOAD,
@@ -411,7 +411,7 @@ def test_f9_too_many_readings_are_refused_before_any_record_is_built(
     def refuse(*args: Any) -> Any:
         raise AssertionError("a reading was decoded")
 
-    monkeypatch.setattr(schemas.decode, "_fast_record", refuse)
+    monkeypatch.setattr(schemas.decode, "fast_record", refuse)
     monkeypatch.setattr(schemas.decode, "_model_record", refuse)
     value = b'{"data":[' + b",".join([b"{}"] * 1001) + b"]}"
     with pytest.raises(MessageError) as info:
@@ -432,7 +432,7 @@ def test_an_unexpected_exception_becomes_undecodable(
         raise ZeroDivisionError("x" * 10_000)
 
     monkeypatch.setattr(schemas.decode, "_split", explode)
-    monkeypatch.setattr(schemas.decode, "_watch_records", explode)  # the one for a watch's
+    monkeypatch.setattr(schemas.decode, "watch_records", explode)  # the one for a watch's
     with pytest.raises(MessageError) as info:
         decode(SAMPLE_UPLOAD)
     assert info.value.reason == "undecodable"
@@ -447,7 +447,7 @@ def test_the_guard_lets_interrupts_through(monkeypatch: pytest.MonkeyPatch) -> N
         raise KeyboardInterrupt
 
     monkeypatch.setattr(schemas.decode, "_split", interrupt)
-    monkeypatch.setattr(schemas.decode, "_watch_records", interrupt)
+    monkeypatch.setattr(schemas.decode, "watch_records", interrupt)
     with pytest.raises(KeyboardInterrupt):
         decode_message(SAMPLE_UPLOAD)
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from common.kafka_client import kafka_client_properties
 from gateway.cli import main
 from gateway.openapi import openapi_document
-from gateway.settings import ConfigError, kafka_client_properties, load_settings
+from gateway.settings import KAFKA_CLIENT_PREFIX, ConfigError, load_settings
 
 
 def test_safe_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,9 +60,9 @@ def test_kafka_client_passthrough_and_tokens(monkeypatch: pytest.MonkeyPatch) ->
     assert s.token_list() == ["token-aaaaaaaaaaaaaaaa", "token-bbbbbbbbbbbbbbbb"]
     assert len(s.token_digests()) == 2
     assert "token-aaaa" not in repr(s)
-    assert kafka_client_properties({"GATEWAY_KAFKA_CLIENT_SASL_USERNAME": "u"}) == {
-        "sasl.username": "u"
-    }
+    assert kafka_client_properties(
+        {"GATEWAY_KAFKA_CLIENT_SASL_USERNAME": "u"}, KAFKA_CLIENT_PREFIX
+    ) == {"sasl.username": "u"}
 
 
 def test_cli_refuses_a_bad_configuration_with_exit_2(

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("consumer", "schemas")
+PACKAGES = ("consumer", "schemas", "gateway", "common")
 
 
 def module_name(path: Path) -> str:
@@ -57,7 +57,7 @@ def test_layers_import_one_way() -> None:
     pipeline's published view and ledger, never a sink."""
     graph = imports()
     allowed_from_pipeline = {"consumer.pipeline.view", "consumer.pipeline.ledger",
-                             "consumer.pipeline.retry"}  # fmt: skip
+                             "consumer.pipeline.retry", "consumer.pipeline.reasons"}  # fmt: skip
     wrong = []
     for module, targets in graph.items():
         for target in targets:
@@ -73,6 +73,23 @@ def test_layers_import_one_way() -> None:
                 wrong.append((module, target))
             if module.startswith("consumer.observe") and target.startswith("consumer.sinks"):
                 wrong.append((module, target))
-            if module.startswith("schemas") and target.startswith("consumer"):
+            if module.startswith("schemas") and target.startswith(("consumer", "gateway")):
                 wrong.append((module, target))
     assert wrong == []
+
+
+def test_the_gateway_and_the_shared_packages_never_import_the_consumer() -> None:
+    """The gateway ships beside the consumer but depends only on the contract (`schemas`)
+    and `common`; `common` depends on no first-party package at all."""
+    graph = imports()
+    wrong = [
+        (module, target)
+        for module, targets in graph.items()
+        for target in targets
+        if (module.startswith("gateway") and target.startswith("consumer"))
+        or (module.startswith("common") and not target.startswith("common"))
+    ]
+    assert wrong == []
+    assert any(
+        t.startswith("common") for m, ts in graph.items() if m.startswith("gateway") for t in ts
+    )

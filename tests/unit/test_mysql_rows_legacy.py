@@ -15,7 +15,7 @@ from pymysql.converters import escape_item
 from consumer.db.tables import (
     ALERT_COLUMNS,
     HEALTH_COLUMNS,
-    UPLOAD_METHODS,
+    LEGACY_UPLOAD_METHOD_ENUM,
     alert_info,
     health_data,
     written_columns,
@@ -52,12 +52,12 @@ from tests.records import make_record
 )
 def test_legacy_upload_method(raw: str | None, stored: str) -> None:
     assert legacy_upload_method(raw) == stored
-    assert stored in UPLOAD_METHODS
+    assert stored in LEGACY_UPLOAD_METHOD_ENUM
 
 
 @given(st.none() | st.text(max_size=80))
 def test_legacy_upload_method_is_total(raw: str | None) -> None:
-    assert legacy_upload_method(raw) in UPLOAD_METHODS
+    assert legacy_upload_method(raw) in LEGACY_UPLOAD_METHOD_ENUM
 
 
 def pymysql_literal(record: HealthRecord) -> str:

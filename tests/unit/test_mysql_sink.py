@@ -9,12 +9,12 @@ import pymysql
 import pytest
 from sqlalchemy.engine import make_url
 
+from consumer.sinks.errors import Retryable
 from consumer.sinks.mysql import (
     HEALTH_LOAD_SQL,
     LOAD_DATA_FILE,
     BugInStatement,
     Contention,
-    DatabaseUnavailable,
     RowRejected,
     RowsNotStored,
     classify,
@@ -79,16 +79,16 @@ def test_the_load_data_statement_lists_the_rendered_columns_in_order() -> None:
         (pymysql.err.InternalError(4025, "CHECK constraint failed"), False, RowRejected),
         (pymysql.err.OperationalError(9999, "a code nobody listed"), False, RowRejected),
         # Server states no row causes: retried.
-        (pymysql.err.ProgrammingError(1146, "no such table"), False, DatabaseUnavailable),
-        (pymysql.err.OperationalError(1290, "read only"), False, DatabaseUnavailable),
+        (pymysql.err.ProgrammingError(1146, "no such table"), False, Retryable),
+        (pymysql.err.OperationalError(1290, "read only"), False, Retryable),
         (pymysql.err.OperationalError(1213, "deadlock"), False, Contention),
         (pymysql.err.OperationalError(1205, "lock wait timeout"), False, Contention),
         # The connection: an outage.
-        (pymysql.err.OperationalError(2013, "lost connection"), False, DatabaseUnavailable),
-        (pymysql.err.OperationalError(2003, "can't connect"), False, DatabaseUnavailable),
-        (pymysql.err.InterfaceError(0, ""), False, DatabaseUnavailable),
-        (pymysql.err.OperationalError(1406, "too long"), True, DatabaseUnavailable),
-        (None, False, DatabaseUnavailable),
+        (pymysql.err.OperationalError(2013, "lost connection"), False, Retryable),
+        (pymysql.err.OperationalError(2003, "can't connect"), False, Retryable),
+        (pymysql.err.InterfaceError(0, ""), False, Retryable),
+        (pymysql.err.OperationalError(1406, "too long"), True, Retryable),
+        (None, False, Retryable),
         # What we sent cannot be parsed: a bug, isolated.
         (pymysql.err.ProgrammingError(1064, "syntax"), False, BugInStatement),
     ],
@@ -100,8 +100,8 @@ def test_every_error_class_has_one_rule(
 
 
 def test_contention_is_retried_like_an_outage_but_is_not_one() -> None:
-    assert issubclass(Contention, DatabaseUnavailable)
-    assert not issubclass(RowsNotStored, DatabaseUnavailable)
+    assert issubclass(Contention, Retryable)
+    assert not issubclass(RowsNotStored, Retryable)
     assert issubclass(RowsNotStored, RowRejected)
 
 

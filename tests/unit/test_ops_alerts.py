@@ -110,7 +110,7 @@ def test_transitions_are_returned_once_and_notified_once() -> None:
     for t in (1020.0, 1030.0):
         clock.now = t
         assert engine.check(obs(error_rate=0.6)) == []
-    assert engine.is_firing("high_error_rate")
+    assert [e.name for e in engine.firing()] == ["high_error_rate"]
 
     clock.now = 1040.0
     [resolved] = engine.check(obs(error_rate=0.01))
@@ -120,7 +120,7 @@ def test_transitions_are_returned_once_and_notified_once() -> None:
         1040.0,
     )
     assert engine.check(obs()) == []
-    assert not engine.is_firing("high_error_rate")
+    assert engine.firing() == []
     assert seen == [started, resolved]
 
 
@@ -163,7 +163,7 @@ def test_notify_failure_does_not_break_check(caplog: pytest.LogCaptureFixture) -
     engine = AlertEngine(T, notify=boom, clock=FakeClock())
     with caplog.at_level(logging.ERROR, logger="consumer.observe.ops_alerts"):
         assert len(engine.check(obs(error_rate=1.0))) == 1
-    assert engine.is_firing("high_error_rate")
+    assert [e.name for e in engine.firing()] == ["high_error_rate"]
     assert any(r.getMessage() == "alert notifier failed" for r in caplog.records)
 
 

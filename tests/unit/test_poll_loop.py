@@ -24,7 +24,8 @@ from consumer.pipeline.ledger import Ledger
 from consumer.pipeline.poll_loop import PollLoop
 from consumer.pipeline.worker import PartitionWorker
 from consumer.settings import load_settings
-from consumer.sinks.mysql import DatabaseUnavailable, RowRejected
+from consumer.sinks.errors import Retryable
+from consumer.sinks.mysql import RowRejected
 from schemas.record import HealthRecord
 from tests.unit.fakes import TOPIC, FakeBroker, FakeConsumer, FakeDLQ, FakeMySQL, FakeRedis, NoRules
 
@@ -71,7 +72,7 @@ def harness() -> Iterator[Callable[..., Harness]]:
             kafka_topic=TOPIC, shutdown_timeout_s=2, revoke_flush_timeout_s=2,
             worker_queue_max_records=1000,
         )  # fmt: skip
-        sinks: Any = Sinks(TOPIC, mysql, FakeRedis(), dlq)  # type: ignore[arg-type]
+        sinks: Any = Sinks(TOPIC, (mysql, dlq, FakeRedis()))
         box: list[FakeConsumer] = []
 
         def new_worker(p: int) -> PartitionWorker:
@@ -157,7 +158,7 @@ def test_db_outage_is_retried_until_it_ends_and_loses_nothing(
 ) -> None:
     down = threading.Event()
     down.set()
-    mysql = FakeMySQL(lambda records: DatabaseUnavailable("gone") if down.is_set() else None)
+    mysql = FakeMySQL(lambda records: Retryable("gone") if down.is_set() else None)
     h = harness(mysql=mysql)
     produce(h.broker, 0, 12)
     h.consumer.rebalance("assign", [0])
@@ -172,7 +173,7 @@ def test_db_outage_is_retried_until_it_ends_and_loses_nothing(
 def test_abandoned_worker_stops_retrying_and_commits_nothing(
     harness: Callable[..., Harness],
 ) -> None:
-    mysql = FakeMySQL(lambda records: DatabaseUnavailable("gone"))
+    mysql = FakeMySQL(lambda records: Retryable("gone"))
     h = harness(mysql=mysql)
     produce(h.broker, 1, 4)
     h.consumer.rebalance("assign", [1])
@@ -244,7 +245,7 @@ def test_a_bug_on_every_row_dead_letters_each_row_alone(
 def test_a_batch_of_dead_letters_alone_commits_during_a_db_outage(
     harness: Callable[..., Harness],
 ) -> None:
-    mysql = FakeMySQL(lambda records: DatabaseUnavailable("gone"))
+    mysql = FakeMySQL(lambda records: Retryable("gone"))
     h = harness(mysql=mysql)
     h.broker.produce(0, b"SN1", b"{not json")
     h.broker.produce(0, b"SN1", b"[1, 2")

@@ -208,3 +208,29 @@ def test_grafana_provisioning_matches_the_dashboard() -> None:
     assert [(p["type"], p["options"]["path"]) for p in providers] == [
         ("file", "/var/lib/grafana/dashboards")
     ]
+
+
+def test_thresholds_shared_with_the_ops_alerts_are_the_settings_defaults() -> None:
+    """The replica's own alerts (ALERT_*) and the Prometheus rules judge the same
+    quantities by one number each: the settings default."""
+    from consumer.observe.ops_rules import AlertThresholds
+    from consumer.settings import Settings
+
+    default = {name: f.default for name, f in Settings.model_fields.items()}
+    rules = {
+        r["alert"]: r["expr"]
+        for group in yaml.safe_load(RULES.read_text())["groups"]
+        for r in group["rules"]
+    }
+
+    def threshold(alert: str) -> float:
+        return float(rules[alert].rsplit(">", 1)[1])
+
+    assert threshold("HealthstreamDLQRatioHigh") == default["alert_error_rate"]
+    assert threshold("HealthstreamTimeLagHigh") == default["alert_time_lag_s"]
+    assert AlertThresholds() == AlertThresholds(
+        error_rate=default["alert_error_rate"],
+        queue_utilization=default["alert_queue_utilization"],
+        memory_percent=default["alert_memory_percent"],
+        time_lag_s=default["alert_time_lag_s"],
+    )

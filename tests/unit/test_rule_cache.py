@@ -10,7 +10,7 @@ from sqlalchemy import create_engine
 import consumer.health_alerts.repository as repository
 from consumer.health_alerts.repository import RuleCache
 from consumer.health_alerts.rules import HealthRule
-from consumer.sinks.mysql import DatabaseUnavailable
+from consumer.sinks.errors import Retryable
 
 RULE = HealthRule(1, "hr_high", "heart_rate", None, None, 1, "critical", None, 0)
 
@@ -43,10 +43,10 @@ def cache() -> RuleCache:
 def test_invalidation_before_the_first_load_keeps_holding_the_flush(loads: Loads) -> None:
     rules = cache()
     rules.invalidate()  # an alert_rules_channel message before any load
-    with pytest.raises(DatabaseUnavailable, match="not loaded yet"):
+    with pytest.raises(Retryable, match="not loaded yet"):
         rules.rules()
     rules.invalidate()  # a Redis re-subscribe
-    with pytest.raises(DatabaseUnavailable):
+    with pytest.raises(Retryable):
         rules.rules()
     loads.down = False
     assert rules.rules() == [RULE]
@@ -61,3 +61,14 @@ def test_after_a_load_a_failed_reload_keeps_the_last_good_rules(loads: Loads) ->
     assert rules.rules() == [RULE]
     assert loads.calls == 2
     assert rules.rules() == [RULE] and loads.calls == 2  # fresh again until the interval
+
+
+def test_the_cache_serves_only_rules_an_evaluator_can_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    event = HealthRule(2, "event", None, None, None, 1, "minor", None, 0)
+    monkeypatch.setattr(repository, "load_rules", lambda _engine: [RULE, event])
+    tally = repository.UnusableRules()
+    rules = RuleCache(create_engine("sqlite://"), 60, clock=lambda: 1000.0, unusable=tally)
+    assert rules.rules() == [RULE]
+    assert tally.counts()["unknown_rule_type"] == 1

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from schemas.export import SCHEMA_PATH, build_schema, main, render
-from schemas.reading import ALIASES, TIMESTAMP_SCHEMA_PATTERN, HealthDataMessage
+from schemas.jsonschema import TIMESTAMP_SCHEMA_PATTERN
+from schemas.reading import ALIASES, HealthDataMessage
 from tests.unit.payloads import (
     SAMPLE_UPLOAD,
     camel_reading,

@@ -1,6 +1,7 @@
 import pytest
 
-from consumer.settings import ConfigError, kafka_client_properties, load_settings
+from common.kafka_client import kafka_client_properties
+from consumer.settings import KAFKA_CLIENT_PREFIX, ConfigError, load_settings
 
 
 def test_defaults_match_the_documented_names(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,7 +44,7 @@ def test_kafka_client_passthrough(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings()
     assert s.kafka_client["security.protocol"] == "SASL_SSL"
     assert s.kafka_client["sasl.mechanisms"] == "PLAIN"
-    assert kafka_client_properties({"KAFKA_CLIENT_": "x", "OTHER": "y"}) == {}
+    assert kafka_client_properties({"KAFKA_CLIENT_": "x", "OTHER": "y"}, KAFKA_CLIENT_PREFIX) == {}
 
 
 def test_commit_owning_properties_cannot_be_overridden(monkeypatch: pytest.MonkeyPatch) -> None:

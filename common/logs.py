@@ -1,7 +1,8 @@
 """Structured logging: one JSON object per line (or plain text for humans at a terminal).
 
 Fields passed with `extra={...}` become top-level keys, so log pipelines can filter on
-`partition` or `reason` without parsing prose.
+`partition` or `reason` without parsing prose; they never replace the standard keys.
+Health data is never logged at INFO or above by either service.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -23,11 +25,12 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "thread": record.threadName,
+            "pid": record.process,  # the gateway's worker processes
+            "thread": record.threadName,  # the consumer's partition workers
             "msg": record.getMessage(),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and not key.startswith("_") and key not in out:
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
@@ -43,7 +46,9 @@ class TextFormatter(logging.Formatter):
         return base
 
 
-def configure(level: str = "INFO", fmt: str = "json") -> None:
+def configure(level: str = "INFO", fmt: str = "json", quiet: Iterable[str] = ()) -> None:
+    """Log to stderr; the `quiet` loggers (third-party chatter) stay at WARNING unless the
+    level is more severe still."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -52,6 +57,5 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Third-party chatter stays at WARNING unless we debug.
-    for noisy in ("alembic", "sqlalchemy", "urllib3"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for name in quiet:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
