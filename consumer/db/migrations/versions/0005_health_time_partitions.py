@@ -31,7 +31,7 @@ and 0004 do: the legacy writer and bigscreen keep their table (their remedy is t
 
 Revision ID: 0005_health_time_partitions
 Revises: 0004_device_sn_binary
-Create Date: 2026-12-08
+Create Date: 2026-12-02
 """
 
 from __future__ import annotations
