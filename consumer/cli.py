@@ -8,10 +8,11 @@ import json
 import logging
 import sys
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from common import logs
 from consumer import __version__
-from consumer.settings import ConfigError, load_settings
+from consumer.settings import ConfigError, Settings, load_settings
 from consumer.tools import dlq as dlq_tool
 
 if TYPE_CHECKING:
@@ -52,7 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     ret.add_argument("--chunk-rows", type=int, default=5000, help="ids per DELETE")
     ret.add_argument("--pause-ms", type=float, default=0.0, help="sleep between DELETEs")
     ret.add_argument(
-        "--partition-minutes", type=int, default=60, help="length of new time partitions"
+        "--partition-minutes",
+        type=int,
+        default=None,
+        help="length of new time partitions (default: PARTITION_MINUTES, or 60 when it is 0)",
     )
     ret.add_argument(
         "--ahead-hours", type=float, default=24.0, help="create partitions this far ahead"
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return _tune(settings.database_url.get_secret_value(), args.dry_run)
 
     if args.command == "retention":
-        return _retention(settings.database_url.get_secret_value(), args)
+        return _retention(settings, args)
 
     if args.command == "migrate":
         return _migrate(settings.database_url.get_secret_value(), args.dry_run)
@@ -232,16 +236,19 @@ def _tune(database_url: str, dry_run: bool) -> int:
     return 0
 
 
-def _retention(database_url: str, args: argparse.Namespace) -> int:
+def _retention(settings: Settings, args: argparse.Namespace) -> int:
     from consumer.tools.retention import retention
 
+    # The stored times are naive, in DEVICE_TIMEZONE: so is the cutoff (and the keeper's clock).
+    now = dt.datetime.now(ZoneInfo(settings.device_timezone)).replace(tzinfo=None, microsecond=0)
     result = retention(
-        database_url,
+        settings.database_url.get_secret_value(),
         args.keep_days,
         dry_run=args.dry_run,
+        now=now,
         chunk_rows=args.chunk_rows,
         pause_ms=args.pause_ms,
-        partition_minutes=args.partition_minutes,
+        partition_minutes=args.partition_minutes or settings.partition_minutes or 60,
         ahead_hours=args.ahead_hours,
         exact=args.exact,
     )

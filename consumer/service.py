@@ -21,6 +21,7 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
+from consumer.db.partition_keeper import PartitionKeeper
 from consumer.dependencies import Dependencies
 from consumer.health_alerts.reload import RuleReloader
 from consumer.health_alerts.repository import RuleCache
@@ -101,11 +102,24 @@ class Replica:
             ),
             queue_utilization=Band(settings.health_queue_degraded, settings.health_queue_unhealthy),
         )
+        self.keeper = (
+            PartitionKeeper(
+                make_engine(url, 1),
+                settings.partition_minutes,
+                settings.future_timestamp_horizon_s,
+                settings.device_timezone,
+            )
+            if settings.partition_minutes
+            else None
+        )
         self.registry = CollectorRegistry()
         webhook = self.webhook
         dropped = None if webhook is None else (lambda: webhook.dropped)
+        ahead = None if self.keeper is None else self.keeper.ahead_seconds
         self.registry.register(
-            ReplicaCollector(self.monitor, self.ledger, self.sinks.chain, dropped)
+            ReplicaCollector(
+                self.monitor, self.ledger, self.sinks.chain, dropped, partitions_ahead=ahead
+            )
         )
         ProcessCollector(registry=self.registry)
         self.sidecar = _bind_sidecar(settings, self.registry, Api(self.monitor).routes())
@@ -153,6 +167,8 @@ class Replica:
             if wait_for_dependencies(
                 self.settings, self.engine, self.dependencies, self._stop, self.sinks.chain
             ):
+                if self.keeper is not None:
+                    self.keeper.start()
                 self.loop.run()
         finally:
             if self._deadline is None:  # the loop stopped by itself (a fault): same budget
@@ -161,6 +177,8 @@ class Replica:
                 )
                 _start_watchdog(self._deadline, self.settings.shutdown_timeout_s)
             self.rule_reloader.close()
+            if self.keeper is not None:
+                self.keeper.close()
             self.monitor.close()
             self.sidecar.close()
             if self.webhook is not None:

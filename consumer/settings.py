@@ -7,6 +7,7 @@ instead of failing later on the hot path.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from typing import Any, Literal
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     # A reading dated more than this after its message's time is dead-lettered
     # (future_timestamp), not stored: the latest state only moves forward.
     future_timestamp_horizon_s: float = Field(86_400.0, gt=0, le=10 * 366 * 86_400)
+    # Length of the health table's time partitions the replicas keep ahead of the readings
+    # (consumer.db.partition_keeper; size it with docs/capacity.md); 0: keep none.
+    partition_minutes: int = Field(15, ge=0, le=1440)
 
     # Fault handling
     shutdown_timeout_s: float = Field(30.0, gt=0, le=3600)
@@ -198,12 +202,32 @@ class Settings(BaseSettings):
                     f"HEALTH_{name.upper()}_DEGRADED{suffix.upper()} must not exceed "
                     f"HEALTH_{name.upper()}_UNHEALTHY{suffix.upper()}"
                 )
+        ahead = partitions_ahead(self.partition_minutes, self.future_timestamp_horizon_s)
+        if ahead > MAX_PARTITIONS_AHEAD:
+            raise ValueError(
+                f"PARTITION_MINUTES={self.partition_minutes} with FUTURE_TIMESTAMP_HORIZON_S="
+                f"{self.future_timestamp_horizon_s:g} needs {ahead} time partitions ahead, over "
+                f"{MAX_PARTITIONS_AHEAD} (MariaDB allows 8,192 per table, retention needs the "
+                "rest): lengthen the partitions or shorten the horizon"
+            )
         protected = _PROTECTED_CONSUMER_PROPS & self.kafka_client.keys()
         if protected:
             names = ", ".join(sorted(protected))
             raise ValueError(f"KAFKA_CLIENT_* may not override {names}: the consumer owns them")
         check_kafka_client(self.kafka_client)
         return self
+
+
+# A quarter of MariaDB's 8,192 partitions per table; the rest hold the kept days.
+MAX_PARTITIONS_AHEAD = 2048
+PARTITION_KEEPER_INTERVAL_S = 600.0
+
+
+def partitions_ahead(minutes: int, future_horizon_s: float) -> int:
+    """How many time partitions the keeper holds ahead of now (0: none kept)."""
+    if minutes == 0:
+        return 0
+    return math.ceil((future_horizon_s + PARTITION_KEEPER_INTERVAL_S) / (minutes * 60)) + 1
 
 
 def _var(prop: str) -> str:

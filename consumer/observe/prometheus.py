@@ -69,12 +69,14 @@ class ReplicaCollector(Collector):
         sinks: Sequence[SinkStats] = (),
         webhook_dropped: Callable[[], int] | None = None,
         unusable_rules: UnusableRules = UNUSABLE_RULES,
+        partitions_ahead: Callable[[], float | None] | None = None,
     ) -> None:
         self.monitor = monitor
         self.ledger = ledger
         self.sinks = tuple(sinks)
         self.webhook_dropped = webhook_dropped
         self.unusable_rules = unusable_rules
+        self.partitions_ahead = partitions_ahead
 
     def collect(self) -> Iterator[Family]:
         yield from self._counters()
@@ -198,6 +200,14 @@ class ReplicaCollector(Collector):
         )
 
     def _gauges(self) -> Iterator[Family]:
+        ahead = None if self.partitions_ahead is None else self.partitions_ahead()
+        if ahead is not None:  # absent: keeper off, or the table is not partitioned
+            yield GaugeMetricFamily(
+                P + "partitions_ahead_seconds",
+                "How far the health table's last time partition reaches past now "
+                "(DEVICE_TIMEZONE); readings past it land in p_future",
+                value=ahead,
+            )
         m = self.monitor
         view = m.view()
         depth = GaugeMetricFamily(

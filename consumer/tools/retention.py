@@ -19,8 +19,11 @@ history and stay; so do the alerts: an alert keeps its `health_id` (there is no 
 key, nothing cascades); after retention it names a reading that is gone, so a join from
 the alert to its reading finds nothing while the alert itself (value, time, device) stays.
 
-The cutoff is `now - keep_days` in the server's local time, the clock the devices'
-naive timestamps are in.
+The cutoff is `now - keep_days`, `now` on the clock of the stored (naive) times: the CLI
+passes the time in DEVICE_TIMEZONE; without one, the server's NOW().
+
+Splitting ahead is also what every consumer replica does on its own
+(consumer.db.partition_keeper); dropping is only ever done here.
 """
 
 from __future__ import annotations

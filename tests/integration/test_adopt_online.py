@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 
 from consumer import cli
 from consumer.db import adopt
@@ -278,6 +278,56 @@ def test_a_failure_midway_is_resumed_by_running_migrate_again(
         "uk_alert_device_rule_ts",
         ("device_sn", "rule_id", "alert_timestamp"),
     ) in indexes(engine)
+
+
+def test_a_duplicate_written_before_the_unique_key_is_moved_and_the_key_added(
+    database: tuple[str, Engine],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A legacy writer stores a new duplicate after the move and before `ADD UNIQUE KEY`:
+    the ALTER fails with 1062, the duplicates are moved again, the ALTER is retried."""
+    url, engine = database
+    create_legacy(engine)
+    monkeypatch.setenv("DATABASE_URL", url)
+    writer = create_engine(url, isolation_level="AUTOCOMMIT")
+    run = adopt._run
+    written: list[str] = []
+
+    def racing_writer(conn: Connection, sql: str) -> int:
+        if "ADD UNIQUE KEY" in sql and "`t_user_health_data`" in sql and not written:
+            with writer.connect() as w:  # the kept row's key, once more
+                w.exec_driver_sql(
+                    "INSERT INTO t_user_health_data (device_sn, timestamp, heart_rate, "
+                    "customer_id, user_id) SELECT device_sn, timestamp, 77, 5, 8 "
+                    f"FROM t_user_health_data WHERE id = {KEPT_ID}"
+                )
+            written.append(sql)
+        return run(conn, sql)
+
+    monkeypatch.setattr(adopt, "_run", racing_writer)
+    try:
+        assert cli.main(["migrate"]) == 0
+    finally:
+        writer.dispose()
+    err = capsys.readouterr().err
+    assert written and "retrying (MySQL error 1062" in err, err
+    with engine.connect() as conn:
+        assert current_revision(conn) == head_revision(url)
+        kept, moved, dup_keys = (
+            conn.exec_driver_sql(sql).scalar()
+            for sql in (
+                "SELECT COUNT(*) FROM t_user_health_data",
+                "SELECT COUNT(*) FROM t_user_health_data_dup",
+                "SELECT COUNT(*) FROM (SELECT 1 FROM t_user_health_data "
+                "GROUP BY device_sn, timestamp HAVING COUNT(*) > 1) d",
+            )
+        )
+    # Every row is in one of the two tables; the writer's copy is among the moved ones.
+    assert (kept, moved, dup_keys) == (8 - HEALTH_DUPLICATES, HEALTH_DUPLICATES + 1, 0)
+    assert ("t_user_health_data", "uk_health_device_ts", ("device_sn", "timestamp")) in indexes(
+        engine
+    )
 
 
 @dataclass

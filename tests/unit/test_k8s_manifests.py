@@ -42,6 +42,7 @@ CORE_KINDS = {
     "ConfigMap",
     "Deployment",
     "Job",
+    "CronJob",
     "Service",
     "PodDisruptionBudget",
 }
@@ -354,6 +355,26 @@ def test_migration_job(kinds: dict[str, dict[str, Any]]) -> None:
     assert pod_spec(job)["restartPolicy"] == "Never"
     # No ConfigMap: its hashed name would change the immutable Job template.
     assert "envFrom" not in c
+
+
+def test_retention_cronjob_ships_suspended_and_runs_like_the_replicas(
+    kinds: dict[str, dict[str, Any]],
+) -> None:
+    cron, deployment = kinds["CronJob"], kinds["Deployment"]
+    assert cron["spec"]["suspend"] is True  # deleting data is the operator's decision
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cron["spec"]["jobTemplate"]
+    c = container(job)
+    assert c["args"][:2] == ["retention", "--keep-days"] and float(c["args"][2]) > 0
+    assert c["image"] == container(deployment)["image"]
+    assert pod_spec(job)["restartPolicy"] == "Never"
+    # The replicas' settings (PARTITION_MINUTES, DEVICE_TIMEZONE): the same hashed ConfigMap.
+    assert c["envFrom"] == container(deployment)["envFrom"]
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
+    assert pod_spec(job)["securityContext"]["runAsNonRoot"] is True
+    refs = {e["valueFrom"]["secretKeyRef"]["key"] for e in c["env"] if "valueFrom" in e}
+    assert refs == {"DATABASE_URL"}
 
 
 def test_autoscaling_bounds(kinds: dict[str, dict[str, Any]]) -> None:

@@ -37,6 +37,7 @@ EXPECTED_ALERTS = {
     "HealthstreamTargetDown",
     "HealthstreamDependencyDown",
     "HealthstreamUnhealthy",
+    "HealthstreamPartitionsNotAhead",
     "HealthstreamGateway5xxRateHigh",
     "HealthstreamGatewayKafkaUnreachable",
 }

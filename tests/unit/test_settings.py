@@ -1,7 +1,13 @@
 import pytest
 
 from common.kafka_client import kafka_client_properties
-from consumer.settings import KAFKA_CLIENT_PREFIX, ConfigError, load_settings
+from consumer.settings import (
+    KAFKA_CLIENT_PREFIX,
+    MAX_PARTITIONS_AHEAD,
+    ConfigError,
+    load_settings,
+    partitions_ahead,
+)
 
 
 def test_defaults_match_the_documented_names(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,3 +64,30 @@ def test_secrets_do_not_leak_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings()
     assert "hunter2" not in repr(s)
     assert s.database_url.get_secret_value().endswith("@db/health")
+
+
+@pytest.mark.parametrize(
+    ("horizon_s", "ahead"), [(122_160, 2047), (122_220, 2048), (122_221, 2049)]
+)
+def test_partitions_ahead_at_the_limit_minus_one_the_limit_and_plus_one(
+    monkeypatch: pytest.MonkeyPatch, horizon_s: int, ahead: int
+) -> None:
+    """The keeper's partitions ahead (FUTURE_TIMESTAMP_HORIZON_S and one round, in
+    PARTITION_MINUTES) against MAX_PARTITIONS_AHEAD, a quarter of MariaDB's 8,192."""
+    assert partitions_ahead(1, horizon_s) == ahead
+    monkeypatch.setenv("PARTITION_MINUTES", "1")
+    monkeypatch.setenv("FUTURE_TIMESTAMP_HORIZON_S", str(horizon_s))
+    if ahead <= MAX_PARTITIONS_AHEAD:
+        assert load_settings().partition_minutes == 1
+    else:
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+        assert "PARTITION_MINUTES=1" in str(err.value)
+        assert "FUTURE_TIMESTAMP_HORIZON_S=122221" in str(err.value)
+
+
+def test_no_partitions_kept_ahead_when_the_keeper_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARTITION_MINUTES", "0")
+    monkeypatch.setenv("FUTURE_TIMESTAMP_HORIZON_S", str(10 * 366 * 86_400))
+    assert partitions_ahead(0, 10 * 366 * 86_400) == 0
+    assert load_settings().partition_minutes == 0

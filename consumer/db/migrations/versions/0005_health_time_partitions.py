@@ -18,9 +18,9 @@ lives in the one partition of its time); the primary key becomes `(id, timestamp
 `id` stays AUTO_INCREMENT and first in the primary key, so readers and the alerts'
 `health_id` keep finding a reading by id (a lookup by id alone probes every partition).
 
-The table starts with one partition, `p_future` (MAXVALUE); `health-consumer retention`
-(run it after `migrate`, then on a schedule) splits it into time partitions ahead of the
-clocks and drops the old ones. On a populated table this revision rebuilds the table
+The table starts with one partition, `p_future` (MAXVALUE); the consumer's replicas split
+it into time partitions ahead of the clocks (consumer.db.partition_keeper) and
+`health-consumer retention`, on a schedule, drops the old ones. On a populated table this revision rebuilds the table
 (ALGORITHM=COPY: writes wait; plan a window), and the first `retention` after it copies
 the existing rows once more, from `p_future` into the first time partition: run it in
 the same window, before the consumer starts again.
