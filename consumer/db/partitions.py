@@ -10,9 +10,10 @@ the table grows. Old readings then go with an O(1) `DROP PARTITION`.
 Layout (migration 0005): `PARTITION BY RANGE COLUMNS(timestamp)`, partitions named
 `p<yyyymmddhhmm>` holding the readings before that time, and `p_future` (MAXVALUE) for
 everything after the last one, so a reading is never refused for its time. `ensure_ahead`
-splits `p_future` into partitions up to a horizon (every replica's partition keeper does it
-every few minutes, `health-consumer retention` on every run): while it runs ahead of the clocks, `p_future` is empty and the split copies
-nothing. An adopted legacy table is not partitioned; these functions then do nothing.
+splits `p_future` into partitions up to a horizon (every replica's partition keeper does
+it every few minutes, `health-consumer retention` on every run): while it runs ahead of
+the clocks, `p_future` is empty and the split copies nothing. An adopted legacy table is
+not partitioned; these functions then do nothing.
 """
 
 from __future__ import annotations

@@ -20,10 +20,11 @@ lives in the one partition of its time); the primary key becomes `(id, timestamp
 
 The table starts with one partition, `p_future` (MAXVALUE); the consumer's replicas split
 it into time partitions ahead of the clocks (consumer.db.partition_keeper) and
-`health-consumer retention`, on a schedule, drops the old ones. On a populated table this revision rebuilds the table
-(ALGORITHM=COPY: writes wait; plan a window), and the first `retention` after it copies
-the existing rows once more, from `p_future` into the first time partition: run it in
-the same window, before the consumer starts again.
+`health-consumer retention`, on a schedule, drops the old ones. On a populated table this
+revision rebuilds the table (ALGORITHM=COPY: writes wait; plan a window), and the first
+`retention` after it copies the existing rows once more, from `p_future` into the first
+time partition: run it in the same window, before the consumer starts again (the
+replicas' keeper refuses that copy).
 
 An adopted legacy database (`healthstream_adoption` exists) is left unchanged, as 0003
 and 0004 do: the legacy writer and bigscreen keep their table (their remedy is the opt-in
