@@ -246,7 +246,7 @@ def test_prometheus_scrapes_a_replica(stack: Stack, tmp_path: Path) -> None:
             what="all rules evaluated",
         )
         expected = RULES.read_text().count("- alert:")
-        assert len(rules) == expected == 11  # 9 consumer rules + 2 gateway rules
+        assert len(rules) == expected == 12  # 10 consumer rules + 2 gateway rules
         targets = server.api("/api/v1/targets")
         (target,) = targets["data"]["activeTargets"]
         assert target["health"] == "up", target
