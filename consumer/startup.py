@@ -210,23 +210,31 @@ def committed_metadata(settings: Settings, partitions: int) -> list[str]:
         probe.close()
 
 
-def _check_kafka(settings: Settings) -> tuple[str | None, Limits | None]:
-    """The source topic must exist; the dead-letter topic is created when missing."""
+def _kafka_limits(settings: Settings) -> Limits:
+    """The size limits Kafka reports; the dead-letter topic is created when missing."""
+    admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_client)
+    source = partition_count(admin, settings.kafka_topic, KAFKA_TIMEOUT_S)
+    ensure_topic(admin, settings.dlq_topic, min(source, 6), timeout_s=KAFKA_TIMEOUT_S)
+    return Limits(
+        partitions=source,
+        broker_max_bytes=broker_max_message_bytes(admin, KAFKA_TIMEOUT_S),
+        dlq_topic_max_bytes=topic_max_message_bytes(admin, settings.dlq_topic, KAFKA_TIMEOUT_S),
+        source_topic_max_bytes=topic_max_message_bytes(
+            admin, settings.kafka_topic, KAFKA_TIMEOUT_S
+        ),
+    )
+
+
+def _check_kafka(settings: Settings) -> tuple[str | None, Limits | None, list[str]]:
+    """The source topic must exist and the group's committed offsets must be readable (a
+    group coordinator still loading after a restart is an outage to wait out, not a
+    crash): (problem, limits, the committed offsets' metadata)."""
     try:
-        admin = admin_client(settings.kafka_bootstrap_servers, settings.kafka_client)
-        source = partition_count(admin, settings.kafka_topic, KAFKA_TIMEOUT_S)
-        ensure_topic(admin, settings.dlq_topic, min(source, 6), timeout_s=KAFKA_TIMEOUT_S)
-        limits = Limits(
-            partitions=source,
-            broker_max_bytes=broker_max_message_bytes(admin, KAFKA_TIMEOUT_S),
-            dlq_topic_max_bytes=topic_max_message_bytes(admin, settings.dlq_topic, KAFKA_TIMEOUT_S),
-            source_topic_max_bytes=topic_max_message_bytes(
-                admin, settings.kafka_topic, KAFKA_TIMEOUT_S
-            ),
-        )
+        limits = _kafka_limits(settings)
+        metadata = committed_metadata(settings, limits.partitions)
     except Exception as exc:
-        return f"{type(exc).__name__}: {str(exc)[:300]}", None
-    return None, limits
+        return f"{type(exc).__name__}: {str(exc)[:300]}", None, []
+    return None, limits, metadata
 
 
 class Ready(Protocol):
@@ -258,7 +266,7 @@ def wait_for_dependencies(
     backoff = backoff or Backoff(0.5, 15.0)
     url = settings.database_url.get_secret_value()
     while not stop.is_set():
-        kafka, limits = _check_kafka(settings)
+        kafka, limits, metadata = _check_kafka(settings)
         problems = {"mysql": _check_mysql(engine, url), "kafka": kafka}
         for name, problem in problems.items():
             dependencies.report(name, problem is None, problem)
@@ -273,15 +281,7 @@ def wait_for_dependencies(
         if not down and limits is not None:
             for warning in check_limits(settings, limits, pool_capacity(engine)):
                 log.warning("limit check: %s", warning)
-            try:
-                metadata = committed_metadata(settings, limits.partitions)
-            except Exception as exc:  # e.g. the group coordinator still loading after a restart
-                problem = f"committed offsets: {type(exc).__name__}: {str(exc)[:300]}"
-                dependencies.report("kafka", False, problem)
-                down["kafka"] = problem
-            else:
-                check_group_zone(settings, metadata)
-        if not down and limits is not None:
+            check_group_zone(settings, metadata)
             if has_daylight_saving(settings.device_timezone):
                 log.warning(
                     "DEVICE_TIMEZONE %s has daylight saving time: a reading without a "

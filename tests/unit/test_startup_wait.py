@@ -2,7 +2,8 @@
 
 A CI run saw a replica exit 1 at start: the probe of the group's committed offsets (the
 zone check of issue 18) raised while the broker's coordinator was still loading, and
-nothing caught it. The probe is now part of the Kafka check: reported, retried.
+nothing caught it. The probe is now part of the Kafka check (`_check_kafka`): reported,
+retried.
 """
 
 from __future__ import annotations
@@ -35,9 +36,7 @@ def _stub_checks(monkeypatch: pytest.MonkeyPatch, committed: list[Any]) -> list[
         return list(outcome)
 
     monkeypatch.setattr(startup, "_check_mysql", lambda _e, _u: None)
-    monkeypatch.setattr(
-        startup, "_check_kafka", lambda _s: (None, Limits(3, BROKER, BROKER, BROKER))
-    )
+    monkeypatch.setattr(startup, "_kafka_limits", lambda _s: Limits(3, BROKER, BROKER, BROKER))
     monkeypatch.setattr(startup, "pool_capacity", lambda _e: 100)
     monkeypatch.setattr(startup, "committed_metadata", probe)
     return calls
