@@ -8,7 +8,6 @@ import json
 import logging
 import sys
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from common import logs
 from consumer import __version__
@@ -237,10 +236,11 @@ def _tune(database_url: str, dry_run: bool) -> int:
 
 
 def _retention(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.db.partitions import local_now
     from consumer.tools.retention import retention
 
     # The stored times are naive, in DEVICE_TIMEZONE: so is the cutoff (and the keeper's clock).
-    now = dt.datetime.now(ZoneInfo(settings.device_timezone)).replace(tzinfo=None, microsecond=0)
+    now = local_now(settings.device_timezone)
     result = retention(
         settings.database_url.get_secret_value(),
         args.keep_days,

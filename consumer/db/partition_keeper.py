@@ -27,7 +27,6 @@ import datetime as dt
 import logging
 import threading
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine
 
@@ -74,7 +73,7 @@ class PartitionKeeper:
         self._engine = engine
         self._minutes = minutes
         self._future_horizon_s = future_horizon_s
-        self._zone = ZoneInfo(zone)
+        self._zone = zone
         self._interval_s = interval_s
         self._max_copy_rows = max_copy_rows
         self._stop = threading.Event()
@@ -83,9 +82,10 @@ class PartitionKeeper:
 
     def start(self) -> None:
         """A first round now, before consuming: readings flushed before the first split
-        would land in `p_future`; then one every interval, in the background."""
-        self._round()
-        self._thread.start()
+        would land in `p_future`; then one every interval, in the background (none for
+        a table that is not partitioned)."""
+        if self._round():
+            self._thread.start()
 
     def close(self) -> None:
         self._stop.set()
@@ -143,12 +143,12 @@ class PartitionKeeper:
         return KeepResult(bool(existing), split, bounds[-1] if bounds else None, problem)
 
     def _now(self) -> dt.datetime:
-        return dt.datetime.now(self._zone).replace(tzinfo=None, microsecond=0)
+        return partitions.local_now(self._zone)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
             if not self._round():
-                return  # an unpartitioned table stays so while this process runs
+                return  # the table is no longer partitioned (0005 downgraded)
 
     def _round(self) -> bool:
         """One round that never raises; False when the table is not partitioned."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
@@ -33,6 +34,11 @@ class Partition:
     name: str
     bound: dt.datetime | None  # rows with timestamp < bound; None: MAXVALUE
     rows: int  # the server's estimate (information_schema)
+
+
+def local_now(zone: str) -> dt.datetime:
+    """Now on the clock of the stored (naive) reading times: DEVICE_TIMEZONE's wall clock."""
+    return dt.datetime.now(ZoneInfo(zone)).replace(tzinfo=None, microsecond=0)
 
 
 def partitions(conn: Connection) -> list[Partition]:
