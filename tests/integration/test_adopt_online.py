@@ -59,6 +59,25 @@ def refused(done: subprocess.CompletedProcess[str]) -> str:
     return done.stderr
 
 
+def refused_unchanged(url: str, engine: Engine, reason: str) -> tuple[str, str]:
+    """Both the dry run and `migrate` refuse, the dry run naming `reason` after
+    `-- REFUSED:`, and the database is as it was: (the dry run's stdout, the refusal)."""
+    before = snapshot(engine)
+    dry = migrate(url, "--dry-run")
+    refused(dry)
+    assert f"-- REFUSED: {reason}" in dry.stdout
+    assert snapshot(engine) == before
+    message = refused(migrate(url))
+    assert "adoption refused; nothing was changed" in message
+    assert snapshot(engine) == before
+    return dry.stdout, message
+
+
+def count(engine: Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql(sql).scalar_one())
+
+
 def add_alert(engine: Engine, health_id: int) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql(
@@ -82,19 +101,13 @@ def test_a_foreign_key_onto_a_duplicate_is_refused_and_nothing_changes(
             f"REFERENCES t_user_health_data (id) ON DELETE {on_delete}"
         )
     add_alert(engine, DUPLICATE_ID)
-    before = snapshot(engine)
 
-    dry = migrate(url, "--dry-run")
-    message = refused(dry)
-    assert "fk_alert_health" in dry.stdout  # the dry run names the key it keeps
-    assert "-- REFUSED: 1 row(s) point at duplicate t_user_health_data rows" in dry.stdout
-    assert f"ON DELETE {on_delete}" in message
-    assert snapshot(engine) == before
-
-    message = refused(migrate(url))
-    assert "adoption refused; nothing was changed" in message
-    assert "Point them at the kept row" in message
-    assert snapshot(engine) == before  # no column added, no stamp, the alert is there
+    # No column added, no stamp, the alert is there.
+    dry, message = refused_unchanged(
+        url, engine, "1 row(s) point at duplicate t_user_health_data rows"
+    )
+    assert "fk_alert_health" in dry  # the dry run names the key it keeps
+    assert f"ON DELETE {on_delete}" in message and "Point them at the kept row" in message
 
     # The operator points the alert at the kept reading: adoption now goes through and
     # keeps the key and the alert.
@@ -106,21 +119,16 @@ def test_a_foreign_key_onto_a_duplicate_is_refused_and_nothing_changes(
     assert done.returncode == 0, done.stderr
     with engine.connect() as conn:
         assert current_revision(conn) == head_revision(url)
-        assert (
-            conn.exec_driver_sql(
-                f"SELECT COUNT(*) FROM t_alert_info WHERE health_id = {KEPT_ID}"
-            ).scalar()
-            == 1
+    assert count(engine, f"SELECT COUNT(*) FROM t_alert_info WHERE health_id = {KEPT_ID}") == 1
+    assert (
+        count(
+            engine,
+            "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
+            "CONSTRAINT_SCHEMA = DATABASE() AND CONSTRAINT_NAME = 'fk_alert_health'",
         )
-        assert (
-            conn.exec_driver_sql(
-                "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
-                "CONSTRAINT_SCHEMA = DATABASE() AND CONSTRAINT_NAME = 'fk_alert_health'"
-            ).scalar()
-            == 1
-        )
-        moved = conn.exec_driver_sql("SELECT COUNT(*) FROM t_user_health_data_dup").scalar()
-    assert moved == HEALTH_DUPLICATES
+        == 1
+    )
+    assert count(engine, "SELECT COUNT(*) FROM t_user_health_data_dup") == HEALTH_DUPLICATES
 
 
 def test_a_trigger_refusing_deletes_is_refused_and_nothing_changes(
@@ -134,13 +142,10 @@ def test_a_trigger_refusing_deletes_is_refused_and_nothing_changes(
             "CREATE TRIGGER no_delete BEFORE DELETE ON t_user_health_data FOR EACH ROW "
             "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'readings are never deleted'"
         )
-    before = snapshot(engine)
-    dry = migrate(url, "--dry-run")
-    refused(dry)
-    assert "-- REFUSED: t_user_health_data has trigger no_delete (BEFORE DELETE)" in dry.stdout
-    message = refused(migrate(url))
+    _, message = refused_unchanged(
+        url, engine, "t_user_health_data has trigger no_delete (BEFORE DELETE)"
+    )
     assert "t_user_health_data has trigger no_delete (BEFORE DELETE)" in message
-    assert snapshot(engine) == before
 
 
 def test_a_foreign_key_nobody_trips_and_other_triggers_are_reported_and_kept(
@@ -163,19 +168,11 @@ def test_a_foreign_key_nobody_trips_and_other_triggers_are_reported_and_kept(
     assert "trigger stamp_user (BEFORE INSERT) is kept; it fires on every row" in dry.stderr
     assert "foreign key fk_alert_health" in dry.stderr
     assert migrate(url).returncode == 0
-    with engine.connect() as conn:
-        # Ours and the legacy ones, but for the legacy duplicate alert moved aside.
-        assert conn.exec_driver_sql("SELECT COUNT(*) FROM t_alert_info").scalar() == 5 - 1
-        assert (
-            conn.exec_driver_sql(
-                f"SELECT COUNT(*) FROM t_alert_info WHERE health_id = {KEPT_ID}"
-            ).scalar()
-            == 1
-        )
-        triggers = conn.exec_driver_sql(
-            "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()"
-        ).scalar()
-    assert triggers == 1
+    # Ours and the legacy ones, but for the legacy duplicate alert moved aside.
+    assert count(engine, "SELECT COUNT(*) FROM t_alert_info") == 5 - 1
+    assert count(engine, f"SELECT COUNT(*) FROM t_alert_info WHERE health_id = {KEPT_ID}") == 1
+    triggers = "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()"
+    assert count(engine, triggers) == 1
 
 
 def test_a_column_of_another_kind_is_refused_and_nothing_changes(
@@ -186,13 +183,10 @@ def test_a_column_of_another_kind_is_refused_and_nothing_changes(
     create_legacy(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql("ALTER TABLE t_user_health_data ADD COLUMN upload_method_raw INT")
-    before = snapshot(engine)
-    dry = migrate(url, "--dry-run")
-    refused(dry)
-    assert "-- REFUSED: t_user_health_data.upload_method_raw is int(11) (integer)" in dry.stdout
-    message = refused(migrate(url))
+    _, message = refused_unchanged(
+        url, engine, "t_user_health_data.upload_method_raw is int(11) (integer)"
+    )
     assert "the consumer writes VARCHAR(64) (text) there and every row would fail" in message
-    assert snapshot(engine) == before
 
 
 def test_a_null_data_timestamp_is_older_than_any_reading(database: tuple[str, Engine]) -> None:
