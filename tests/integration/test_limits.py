@@ -129,6 +129,31 @@ def test_an_unknown_database_is_a_clear_error_not_an_outage(command: str) -> Non
     assert f"Unknown database '{name}'" in lines[-1]
 
 
+@pytest.mark.parametrize(
+    ("horizon_s", "accepted"), [(122_160, True), (122_220, True), (122_221, False)]
+)
+def test_partitions_ahead_at_the_limit_through_the_real_process(
+    horizon_s: int, accepted: bool
+) -> None:
+    """PARTITION_MINUTES=1 with these horizons asks for 2,047, 2,048 (MAX_PARTITIONS_AHEAD)
+    and 2,049 time partitions ahead. Accepted settings go on to the database, which does
+    not exist here (exit 2 naming DATABASE_URL); refused ones stop at the settings."""
+    name = f"hs_missing_{uuid.uuid4().hex[:8]}"
+    result = run_cli(
+        "run",
+        DATABASE_URL=db_url(name),
+        PARTITION_MINUTES="1",
+        FUTURE_TIMESTAMP_HORIZON_S=str(horizon_s),
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    if accepted:
+        assert f"Unknown database '{name}'" in lines[-1]
+    else:
+        assert len(lines) == 1 and "PARTITION_MINUTES=1" in lines[0]
+        assert "needs 2049 time partitions ahead, over 2048" in lines[0]
+
+
 # ------------------------------------------------------------------------------ B1
 
 
