@@ -5,22 +5,25 @@ horizon, one round and one partition ahead, readings of now and of the horizon t
 in time partitions (`p_future` stays empty), and a second round changes nothing. A
 replica that does not get the lock only looks. A `p_future` already holding readings is
 split when they are at most `max_copy_rows` (limit - 1, limit) and refused above (limit
-+ 1): that copy blocks writes. An adopted (unpartitioned) table is left alone.
++ 1): that copy blocks writes, and a real replica beside such a `p_future` consumes and says
+why. An adopted (unpartitioned) table is left alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+import orjson
 import pytest
 from sqlalchemy import Engine, text
 
 from consumer.db import partitions
 from consumer.db.migrate import migrate
-from consumer.db.partition_keeper import LOCK_NAME, PartitionKeeper, horizon
+from consumer.db.partition_keeper import LOCK_NAME, MAX_COPY_ROWS, PartitionKeeper, horizon
 from consumer.settings import PARTITION_KEEPER_INTERVAL_S
 from consumer.sinks.mysql import MySQLSink, make_engine
 from tests.integration.legacy import create_legacy
+from tests.integration.stack import Stack, wait_for
 from tests.records import make_record
 
 pytestmark = pytest.mark.integration
@@ -145,3 +148,27 @@ def test_an_adopted_table_is_left_alone(database: tuple[str, Engine]) -> None:
         assert names(engine) == [] and k.ahead_seconds() is None
     finally:
         k.close()
+
+
+def test_a_replica_beside_a_crowded_p_future_consumes_and_says_why(stack: Stack) -> None:
+    """Through the real `health-consumer run`: 0005 applied to a populated table leaves
+    every row in `p_future`. With MAX_COPY_ROWS + 1 rows there the replica does not split
+    (that copy would block writes), logs why once, exports 0 s ahead (what
+    HealthstreamPartitionsNotAhead fires on) and consumes as usual."""
+    now = utc_now()
+    write(stack.database_url, [now - dt.timedelta(seconds=i) for i in range(MAX_COPY_ROWS + 1)])
+    assert in_future(stack.engine) == MAX_COPY_ROWS + 1
+    body = {"data": [{"deviceSn": "SN-KEEP", "heart_rate": 70, "upload_method": "wifi",
+                      "timestamp": f"{now:%Y-%m-%d %H:%M:%S}"}]}  # fmt: skip
+    stack.produce([(b"SN-KEEP", orjson.dumps(body), [])])
+
+    proc = stack.consumer().start()
+    wait_for(lambda: stack.health_rows() == MAX_COPY_ROWS + 2, 60, what="the reading stored")
+    assert proc.metric("health_consumer_partitions_ahead_seconds") == 0.0
+    assert names(stack.engine) == [partitions.FUTURE]
+    assert proc.terminate() == 0
+    warnings = [
+        line for line in proc.log_path.read_text().splitlines()
+        if "time partitions not kept ahead" in line
+    ]  # fmt: skip
+    assert len(warnings) == 1 and "retention" in warnings[0]
